@@ -1,0 +1,98 @@
+/* engine.h - convserve's inference engine: load a model folder, check it, run batches on oneDNN.
+ *
+ * A model is loaded once and is read-only afterwards, so any thread may query it. Running it needs a
+ * runner, which holds the oneDNN primitives, reordered weights and activation buffers. oneDNN's
+ * Debian build keeps scratchpads in thread-local storage, so a primitive must run on the thread that
+ * created it: a runner belongs to the thread that created it, and the engine checks that it is only
+ * used there (using it from another thread is a bug and aborts).
+ *
+ *     char err[512];
+ *     engine_model *m;
+ *     if (engine_model_load("config/models/cnn_bn", NULL, &m, err, sizeof err) != ENGINE_OK)
+ *         die(err);               // names the model, the layer and what was wrong
+ *
+ *     // on the inference thread:
+ *     engine_runner *r;
+ *     engine_runner_create(m, 0, &r, err, sizeof err);
+ *     engine_runner_warmup(r, err, sizeof err);                 // plans for the configured shape
+ *     int64_t in_dims[4] = {16, 3, 28, 28};
+ *     engine_tensor out;
+ *     engine_runner_run(r, input, in_dims, 4, &out, err, sizeof err);   // out.data: [16, 10] floats
+ *     engine_runner_destroy(r);
+ *     engine_model_destroy(m);
+ *
+ * Nothing here prints, and nothing a model file or an input can contain makes it abort.
+ */
+#ifndef CONVSERVE_ENGINE_H
+#define CONVSERVE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spec.h"
+#include "status.h"
+
+typedef struct engine_model engine_model;
+typedef struct engine_runner engine_runner;
+
+typedef struct {
+    /* Warnings found while loading (an unused tensor in the weights file, a reference kernel) are
+     * passed here, one sentence each; NULL drops them. The engine never prints. */
+    void (*warn)(void *ctx, const char *message);
+    void *warn_ctx;
+} engine_load_options;
+
+/* Reads <dir>/model.json and its weights, checks every tensor and the layer chain against the
+ * configured input, folds BatchNorm into the convolution before it, and keeps float32 weights. */
+engine_status engine_model_load(const char *dir, const engine_load_options *opts,
+                                engine_model **out, char *err, size_t errlen);
+/* The same from bytes in memory (model.json and the safetensors file, which may be NULL when the
+ * model has no "weights"); the weights buffer need not outlive the call. */
+engine_status engine_model_load_mem(const char *json, size_t json_len, const uint8_t *weights,
+                                    size_t weights_len, const engine_load_options *opts,
+                                    engine_model **out, char *err, size_t errlen);
+void engine_model_destroy(engine_model *m);
+
+const spec_model *engine_model_spec(const engine_model *m);
+/* True when the weights were initialised at random (no "weights" in model.json). */
+bool engine_model_random_weights(const engine_model *m);
+/* Total parameter count, as sum(p.numel() for p in model.parameters()). */
+int64_t engine_model_params(const engine_model *m);
+
+/* Shape inference for an input of `rank` dims, batch first (see spec_infer). */
+engine_status engine_model_shapes(const engine_model *m, const int64_t *in, int rank,
+                                  spec_shape *per_layer, int *bad_layer, char *err, size_t errlen);
+
+typedef struct {
+    float *data; /* owned by the runner, valid until its next run */
+    int rank;
+    int64_t dims[SPEC_MAX_RANK];
+    size_t count;
+} engine_tensor;
+
+/* Creates a runner owned by the calling thread. `threads` is the OpenMP team size its primitives
+ * use (0 keeps the OpenMP default, OMP_NUM_THREADS or one per CPU). */
+engine_status engine_runner_create(const engine_model *m, int threads, engine_runner **out,
+                                   char *err, size_t errlen);
+void engine_runner_destroy(engine_runner *r);
+
+/* Builds the plans for the configured input shape at every batch bucket up to max_batch_size and
+ * runs each once, so the first request pays no JIT cost. A model whose H or W is free warms up the
+ * preprocess resize size if it has one, and otherwise nothing. */
+engine_status engine_runner_warmup(engine_runner *r, char *err, size_t errlen);
+
+/* Runs a batch: `in` is float32 row-major [N, C, H, W] (or [N, F]). Any N >= 1 works; it is split
+ * into batch buckets without copying. Returns ENGINE_E_INPUT with a precise message when the shape
+ * does not fit the model. */
+engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t *dims, int rank,
+                                engine_tensor *out, char *err, size_t errlen);
+
+/* The precision actually used: SPEC_BF16 only when the model asks for it and the CPU runs it. */
+spec_precision engine_runner_precision(const engine_runner *r);
+
+/* The oneDNN implementation of each primitive in the most recent plan, e.g. "brgconv:avx512_core",
+ * joined by commas into buf (for logs and the load-time check that no reference kernel is used). */
+const char *engine_runner_kernels(const engine_runner *r, char *buf, size_t len);
+
+#endif
