@@ -1,0 +1,772 @@
+/* api.c - the endpoints: KServe v2 (health, metadata, infer), shapes, TorchServe-style images, metrics. */
+#include "http.h"
+#include "image.h"
+#include "multipart.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum {
+    API_DEFAULT_TOP = 5,
+    API_MAX_QUERY_DIMS = 8,
+};
+
+static const char *const server_extensions =
+    "[\"binary_tensor_data\",\"model_shapes\",\"image_predictions\"]";
+
+/* ---- routing ------------------------------------------------------------------------------ */
+
+static model_entry *find_model(server *s, const char *name, size_t len)
+{
+    for (int i = 0; i < s->nmodels; i++)
+        if (strlen(s->models[i].name) == len && !memcmp(s->models[i].name, name, len))
+            return &s->models[i];
+    return NULL;
+}
+
+static srv_status unknown_model(request *rq, const char *name, size_t len)
+{
+    char list[512] = "";
+    size_t o = 0;
+    for (int i = 0; i < rq->srv->nmodels && o < sizeof list; i++)
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "",
+                              rq->srv->models[i].name);
+    return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_NOT_FOUND,
+                    "model '%.*s' is not loaded (loaded: %s)", (int)(len > 128 ? 128 : len), name,
+                    list);
+}
+
+srv_status api_route(request *rq, const char *url, const char *method)
+{
+    server *s = rq->srv;
+    const char *allow = "GET";
+    static const char models_prefix[] = "/v2/models/", predict_prefix[] = "/predictions/";
+
+    if (!strcmp(url, "/v2/health/live") || !strcmp(url, "/v2/health/ready")) {
+        rq->route = ROUTE_HEALTH;
+        rq->live = !strcmp(url, "/v2/health/live");
+    } else if (!strcmp(url, "/v2") || !strcmp(url, "/v2/")) {
+        rq->route = ROUTE_SERVER;
+    } else if (!strcmp(url, "/metrics")) {
+        rq->route = ROUTE_METRICS;
+    } else if (!strncmp(url, models_prefix, sizeof models_prefix - 1) ||
+               !strncmp(url, predict_prefix, sizeof predict_prefix - 1)) {
+        bool predict = url[1] == 'p';
+        const char *name = url + (predict ? sizeof predict_prefix : sizeof models_prefix) - 1;
+        const char *slash = strchr(name, '/');
+        size_t nlen = slash ? (size_t)(slash - name) : strlen(name);
+        const char *rest = slash ? slash : "";
+        if (predict) {
+            if (*rest)
+                goto no_route;
+            rq->route = ROUTE_PREDICT;
+            allow = "POST, PUT";
+        } else if (!*rest) {
+            rq->route = ROUTE_MODEL;
+        } else if (!strcmp(rest, "/ready")) {
+            rq->route = ROUTE_READY;
+        } else if (!strcmp(rest, "/infer")) {
+            rq->route = ROUTE_INFER;
+            allow = "POST";
+        } else if (!strcmp(rest, "/shapes")) {
+            rq->route = ROUTE_SHAPES;
+        } else {
+            goto no_route;
+        }
+        rq->model = find_model(s, name, nlen);
+        if (!rq->model)
+            return unknown_model(rq, name, nlen);
+        rq->model_index = rq->model->index;
+    } else {
+        goto no_route;
+    }
+
+    rq->allow = allow;
+    if (!strcmp(method, "OPTIONS") && s->cfg.cors_origin[0]) {
+        rq->route = ROUTE_OPTIONS;
+        return SRV_OK;
+    }
+    bool ok = strstr(allow, method) != NULL && strlen(method) >= 3;
+    if (!strcmp(method, "HEAD") && !strcmp(allow, "GET"))
+        ok = true; /* MHD sends the headers of the GET answer without its body */
+    if (!ok)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_METHOD,
+                        "method %s is not allowed on %s; use %s", method, rq->path, allow);
+    rq->has_body = rq->route == ROUTE_INFER || rq->route == ROUTE_PREDICT;
+    return SRV_OK;
+no_route:
+    return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_NOT_FOUND, "no route for %s %s", method,
+                    rq->path);
+}
+
+static const char *header(request *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+/* "application/json; charset=utf-8" has media type "application/json". */
+static bool media_type_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    return ct && !strncasecmp(ct, type, n) && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
+}
+
+srv_status api_check_headers(request *rq)
+{
+    const char *ct = header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (rq->route == ROUTE_INFER) {
+        const char *ihcl = header(rq, "Inference-Header-Content-Length");
+        if (ihcl) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(ihcl, &end, 10);
+            if (errno || end == ihcl || *end || ihcl[0] == '-' ||
+                v > (unsigned long long)rq->srv->cfg.max_body_bytes)
+                return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                                "Inference-Header-Content-Length '%.32s' is not a byte count "
+                                "within the body limit",
+                                ihcl);
+            rq->header_len = (size_t)v;
+        }
+        /* curl -d sends application/x-www-form-urlencoded unless told otherwise; the body is
+         * the same JSON, so take it rather than make every first try fail. */
+        if (ct && !media_type_is(ct, "application/json") &&
+            !media_type_is(ct, "application/octet-stream") &&
+            !media_type_is(ct, "application/x-www-form-urlencoded"))
+            return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_MEDIA_TYPE,
+                            "Content-Type '%.64s' is not supported here; send application/json "
+                            "(or application/octet-stream with Inference-Header-Content-Length)",
+                            ct);
+        return SRV_OK;
+    }
+    /* /predictions: one raw image, or multipart/form-data with one image per part. */
+    if (ct && !strncasecmp(ct, "multipart/", 10)) {
+        rq->multipart = true;
+        return SRV_OK;
+    }
+    if (ct && strncasecmp(ct, "image/", 6) && !media_type_is(ct, "application/octet-stream") &&
+        !media_type_is(ct, "application/x-www-form-urlencoded")) /* curl -T / --data-binary */
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_MEDIA_TYPE,
+                        "Content-Type '%.64s' is not an image; send an image (PNG, JPEG, BMP, GIF, "
+                        "PNM) or multipart/form-data",
+                        ct);
+    return SRV_OK;
+}
+
+/* ---- shapes ------------------------------------------------------------------------------- */
+
+static void put_dims(text *t, const int64_t *d, int rank)
+{
+    text_put(t, "[");
+    for (int i = 0; i < rank; i++)
+        text_put(t, "%s%lld", i ? "," : "", (long long)d[i]);
+    text_put(t, "]");
+}
+
+/* The model's input as a client sees it, batch first: [-1, 3, 28, 28]. */
+static int model_input_dims(const spec_model *sp, int64_t *d)
+{
+    d[0] = -1;
+    for (int i = 0; i < sp->input_rank; i++)
+        d[i + 1] = sp->input_dims[i];
+    return sp->input_rank + 1;
+}
+
+static void put_layers(text *t, const spec_model *sp, const spec_shape *shapes, bool params)
+{
+    text_put(t, "[");
+    for (size_t i = 0; i < sp->n_layers; i++) {
+        const spec_layer *l = &sp->layers[i];
+        text_put(t, "%s{\"index\":%zu,\"op\":\"%s\",\"name\":", i ? "," : "", i,
+                 spec_op_name(l->op));
+        text_json_string(t, l->name, strlen(l->name));
+        text_put(t, ",\"output_shape\":");
+        put_dims(t, shapes[i].d, shapes[i].rank);
+        if (params)
+            text_put(t, ",\"parameters\":%lld", (long long)spec_layer_params(l));
+        text_put(t, "}");
+    }
+    text_put(t, "]");
+}
+
+/* Checks an input shape against the model before anything is allocated from it, and gives the
+ * output shape. Used by infer, predictions and shapes alike. */
+static srv_status check_input(request *rq, const int64_t *dims, int rank, spec_shape *shapes,
+                              bool check_batch)
+{
+    model_entry *me = rq->model;
+    const spec_model *sp = engine_model_spec(me->model);
+    char *err = rq->errbuf;
+    size_t errlen = sizeof rq->errbuf;
+    int64_t want[SPEC_MAX_RANK];
+    int wrank = model_input_dims(sp, want);
+    if (rank != wrank) {
+        char a[128] = "", b[128] = "";
+        spec_shape sa = {.rank = rank > SPEC_MAX_RANK ? SPEC_MAX_RANK : rank};
+        spec_shape sb = {.rank = wrank};
+        memcpy(sa.d, dims, (size_t)sa.rank * sizeof *dims);
+        memcpy(sb.d, want, sizeof sb.d);
+        return srv_fail(err, errlen, SRV_BAD_REQUEST,
+                        "input shape %s has %d dimensions; model '%s' takes %s (-1: any size)",
+                        spec_shape_format(&sa, a, sizeof a), rank, me->name,
+                        spec_shape_format(&sb, b, sizeof b));
+    }
+    if (check_batch && dims[0] > me->max_batch)
+        return srv_fail(err, errlen, SRV_BAD_REQUEST,
+                        "batch size %lld exceeds max_batch_size %d of model '%s'; split the request",
+                        (long long)dims[0], me->max_batch, me->name);
+    if (rank == 4 && (sp->input_dims[1] < 0 || sp->input_dims[2] < 0) && dims[2] > 0 &&
+        dims[3] > 0 && dims[2] > rq->srv->cfg.max_image_pixels / dims[3])
+        return srv_fail(err, errlen, SRV_BAD_REQUEST,
+                        "input height x width %lld x %lld exceeds the limit of %lld values",
+                        (long long)dims[2], (long long)dims[3],
+                        (long long)rq->srv->cfg.max_image_pixels);
+    int bad;
+    if (engine_model_shapes(me->model, dims, rank, shapes, &bad, err, errlen) != ENGINE_OK)
+        return SRV_BAD_REQUEST;
+    return SRV_OK;
+}
+
+static enum MHD_Result handle_shapes(request *rq)
+{
+    const spec_model *sp = engine_model_spec(rq->model->model);
+    const char *q = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "input");
+    int64_t dims[API_MAX_QUERY_DIMS];
+    int rank = 0;
+    if (!q || !*q)
+        return http_reply_error(rq, SRV_BAD_REQUEST,
+                                "query parameter 'input' is missing; e.g. ?input=1,3,28,28");
+    for (const char *p = q; *p;) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno || v < 1 || v > INT32_MAX || rank == API_MAX_QUERY_DIMS ||
+            (*end && *end != ','))
+            return http_reply_error(rq, SRV_BAD_REQUEST,
+                                    "input '%.64s' must be positive integers separated by "
+                                    "commas, e.g. input=1,3,28,28",
+                                    q);
+        dims[rank++] = v;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p)
+            return http_reply_error(rq, SRV_BAD_REQUEST, "input '%.64s' ends with a comma", q);
+    }
+    spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
+    if (!shapes)
+        return http_reply_error(rq, SRV_INTERNAL, "out of memory");
+    srv_status st = check_input(rq, dims, rank, shapes, false);
+    if (st != SRV_OK) {
+        free(shapes);
+        return http_reply_error(rq, st, "%s", rq->errbuf);
+    }
+    text t = {0};
+    text_put(&t, "{\"model_name\":");
+    text_json_string(&t, rq->model->name, strlen(rq->model->name));
+    text_put(&t, ",\"input\":");
+    put_dims(&t, dims, rank);
+    text_put(&t, ",\"output\":");
+    put_dims(&t, shapes[sp->n_layers - 1].d, shapes[sp->n_layers - 1].rank);
+    text_put(&t, ",\"layers\":");
+    put_layers(&t, sp, shapes, false);
+    text_put(&t, "}");
+    free(shapes);
+    return http_reply_json(rq, 200, &t);
+}
+
+/* ---- metadata ----------------------------------------------------------------------------- */
+
+static void put_strings(text *t, char *const *v, size_t n)
+{
+    text_put(t, "[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            text_put(t, ",");
+        text_json_string(t, v[i], strlen(v[i]));
+    }
+    text_put(t, "]");
+}
+
+static enum MHD_Result handle_model(request *rq)
+{
+    model_entry *me = rq->model;
+    const spec_model *sp = engine_model_spec(me->model);
+    int64_t in[SPEC_MAX_RANK];
+    int rank = model_input_dims(sp, in);
+    spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
+    int bad;
+    char err[256];
+    if (!shapes || engine_model_shapes(me->model, in, rank, shapes, &bad, err, sizeof err) !=
+                       ENGINE_OK) {
+        free(shapes);
+        return http_reply_error(rq, SRV_INTERNAL, "cannot describe model '%s'", me->name);
+    }
+    const spec_shape *out = &shapes[sp->n_layers - 1];
+    text t = {0};
+    text_put(&t, "{\"name\":");
+    text_json_string(&t, me->name, strlen(me->name));
+    text_put(&t, ",\"platform\":\"convserve_onednn\",\"inputs\":[{\"name\":");
+    text_json_string(&t, sp->input_name, strlen(sp->input_name));
+    text_put(&t, ",\"datatype\":\"FP32\",\"shape\":");
+    put_dims(&t, in, rank);
+    text_put(&t, "}],\"outputs\":[{\"name\":");
+    text_json_string(&t, sp->output_name, strlen(sp->output_name));
+    text_put(&t, ",\"datatype\":\"FP32\",\"shape\":");
+    put_dims(&t, out->d, out->rank);
+    text_put(&t, "}],\"max_batch_size\":%d,\"dynamic_batching\":{\"max_queue_delay_us\":%lld}",
+             me->max_batch, (long long)(rq->srv->cfg.max_queue_delay_us >= 0
+                                            ? rq->srv->cfg.max_queue_delay_us
+                                            : sp->max_queue_delay_us));
+    text_put(&t, ",\"precision\":\"%s\",\"parameters\":%lld,\"random_weights\":%s",
+             sp->precision == SPEC_BF16 ? "bf16" : "f32",
+             (long long)engine_model_params(me->model),
+             engine_model_random_weights(me->model) ? "true" : "false");
+    if (sp->labels) {
+        text_put(&t, ",\"labels\":");
+        put_strings(&t, sp->labels, sp->n_labels);
+    }
+    if (sp->preprocess.present) {
+        const spec_preprocess *pp = &sp->preprocess;
+        int c = (int)sp->input_dims[0] == 3 ? 3 : 1;
+        text_put(&t, ",\"preprocess\":{\"color\":\"%s\",\"resize\":[%lld,%lld],\"scale\":%.9g",
+                 pp->color == SPEC_COLOR_RGB ? "rgb" : "gray", (long long)pp->resize[0],
+                 (long long)pp->resize[1], pp->scale);
+        text_put(&t, ",\"mean\":[");
+        for (int i = 0; i < c; i++)
+            text_put(&t, "%s%.9g", i ? "," : "", pp->mean[i]);
+        text_put(&t, "],\"std\":[");
+        for (int i = 0; i < c; i++)
+            text_put(&t, "%s%.9g", i ? "," : "", pp->std[i]);
+        text_put(&t, "],\"invert\":%s}", pp->invert ? "true" : "false");
+    }
+    text_put(&t, ",\"layers\":");
+    put_layers(&t, sp, shapes, true);
+    text_put(&t, "}");
+    free(shapes);
+    return http_reply_json(rq, 200, &t);
+}
+
+static enum MHD_Result handle_metrics(request *rq)
+{
+    server *s = rq->srv;
+    int queued[s->nmodels > 0 ? s->nmodels : 1];
+    for (int i = 0; i < s->nmodels; i++)
+        queued[i] = batcher_queued(s->models[i].batcher);
+    size_t len;
+    char *body = metrics_render(s->metrics, queued, &len);
+    if (!body)
+        return http_reply_error(rq, SRV_INTERNAL, "out of memory rendering metrics");
+    return http_reply_raw(rq, 200, "text/plain; version=0.0.4", body, len, NULL);
+}
+
+/* ---- inference ---------------------------------------------------------------------------- */
+
+/* The H and W images are resized to: the model's own, or preprocess.resize for free sizes. */
+static srv_status image_size(request *rq, int64_t *c, int64_t *h, int64_t *w)
+{
+    const spec_model *sp = engine_model_spec(rq->model->model);
+    if (sp->input_rank != 3)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "model '%s' takes [N,%lld] vectors, not images", rq->model->name,
+                        (long long)sp->input_dims[0]);
+    *c = sp->input_dims[0];
+    if (*c != 1 && *c != 3)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "model '%s' takes %lld channels; images give 1 (gray) or 3 (RGB)",
+                        rq->model->name, (long long)*c);
+    *h = sp->preprocess.present && sp->preprocess.resize[0] > 0 ? sp->preprocess.resize[0]
+                                                                : sp->input_dims[1];
+    *w = sp->preprocess.present && sp->preprocess.resize[1] > 0 ? sp->preprocess.resize[1]
+                                                                : sp->input_dims[2];
+    if (*h < 1 || *w < 1)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "model '%s' accepts any height and width and has no preprocess.resize, "
+                        "so images cannot be sized for it; send a tensor",
+                        rq->model->name);
+    return SRV_OK;
+}
+
+/* Decodes n images into rq->in as [n, C, H, W] and fills dims. */
+static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t n, int64_t *dims)
+{
+    int64_t c = 0, h = 0, w = 0;
+    srv_status st = image_size(rq, &c, &h, &w);
+    if (st != SRV_OK)
+        return st;
+    if ((int64_t)n > rq->model->max_batch)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "%zu images exceed max_batch_size %d of model '%s'; split the request", n,
+                        rq->model->max_batch, rq->model->name);
+    size_t per = (size_t)(c * h * w);
+    rq->in = malloc(n * per * sizeof *rq->in);
+    if (!rq->in)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+    const spec_model *sp = engine_model_spec(rq->model->model);
+    for (size_t i = 0; i < n; i++) {
+        char err[512];
+        st = image_to_tensor(imgs[i].data, imgs[i].len, &sp->preprocess, (int)c, h, w,
+                             rq->srv->cfg.max_image_pixels, rq->in + i * per, err, sizeof err);
+        if (st != SRV_OK) {
+            if (n > 1)
+                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu: %s", i, err);
+            return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "%s", err);
+        }
+    }
+    dims[0] = (int64_t)n;
+    dims[1] = c;
+    dims[2] = h;
+    dims[3] = w;
+    return SRV_OK;
+}
+
+/* Validates dims against the model, sizes the output and queues the job. */
+static enum MHD_Result submit(request *rq, const float *in, const int64_t *dims, int rank)
+{
+    const spec_model *sp = engine_model_spec(rq->model->model);
+    spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
+    if (!shapes)
+        return http_reply_error(rq, SRV_INTERNAL, "out of memory");
+    srv_status st = check_input(rq, dims, rank, shapes, true);
+    if (st == SRV_OK) {
+        rq->out_shape = shapes[sp->n_layers - 1];
+        size_t count = 1;
+        for (int i = 0; i < rq->out_shape.rank; i++)
+            count *= (size_t)rq->out_shape.d[i]; /* bounded by spec_infer */
+        rq->out = malloc(count * sizeof *rq->out);
+        if (!rq->out)
+            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+        rq->job.out = rq->out;
+        rq->job.out_count = count;
+    }
+    free(shapes);
+    if (st != SRV_OK)
+        return http_reply_error(rq, st, "%s", rq->errbuf);
+    rq->job.in = in;
+    rq->job.rank = rank;
+    memcpy(rq->job.dims, dims, (size_t)rank * sizeof *dims);
+    http_submit(rq, rq->model);
+    return MHD_YES;
+}
+
+static enum MHD_Result handle_infer(request *rq)
+{
+    model_entry *me = rq->model;
+    const spec_model *sp = engine_model_spec(me->model);
+    infer_request *q = &rq->q;
+    srv_status st =
+        infer_request_parse(rq->body ? rq->body : "", rq->len, rq->header_len, q, rq->errbuf,
+                            sizeof rq->errbuf);
+    if (st != SRV_OK)
+        return http_reply_error(rq, st, "%s", rq->errbuf);
+    if (strcmp(q->input_name, sp->input_name))
+        return http_reply_error(rq, SRV_BAD_REQUEST,
+                                "unknown input '%s' for model '%s'; its input is '%s'",
+                                q->input_name, me->name, sp->input_name);
+    for (int i = 0; i < q->noutputs; i++)
+        if (strcmp(q->output_names[i], sp->output_name))
+            return http_reply_error(rq, SRV_BAD_REQUEST,
+                                    "unknown output '%s' for model '%s'; its output is '%s'",
+                                    q->output_names[i], me->name, sp->output_name);
+    if (q->dtype == TENSOR_BYTES) {
+        if (!(q->rank == 1 || (q->rank == 2 && q->shape[1] == 1)))
+            return http_reply_error(rq, SRV_BAD_REQUEST,
+                                    "a BYTES input of images has shape [N] or [N,1]; got %d "
+                                    "dimensions",
+                                    q->rank);
+        int64_t dims[SPEC_MAX_RANK];
+        st = images_to_input(rq, q->elems, q->nelems, dims);
+        if (st != SRV_OK)
+            return http_reply_error(rq, st, "%s", rq->errbuf);
+        return submit(rq, rq->in, dims, 4);
+    }
+    if (q->dtype == TENSOR_BOOL || q->dtype == TENSOR_FP16)
+        return http_reply_error(rq, SRV_BAD_REQUEST,
+                                "datatype %s is not supported; send FP32 (FP64 and integer types "
+                                "are converted)",
+                                tensor_dtype_name(q->dtype));
+    return submit(rq, q->data, q->shape, q->rank);
+}
+
+static enum MHD_Result handle_predict(request *rq)
+{
+    const char *top = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "top");
+    rq->top = API_DEFAULT_TOP;
+    if (top) {
+        char *end;
+        long v = strtol(top, &end, 10);
+        if (end == top || *end || v < 1 || v > SPEC_MAX_LABELS)
+            return http_reply_error(rq, SRV_BAD_REQUEST,
+                                    "top '%.32s' must be a positive integer", top);
+        rq->top = (int)v;
+    }
+    size_t max = (size_t)rq->srv->cfg.max_images;
+    tensor_bytes *imgs = calloc(max, sizeof *imgs);
+    if (!imgs)
+        return http_reply_error(rq, SRV_INTERNAL, "out of memory");
+    size_t n = 0;
+    srv_status st = SRV_OK;
+    const uint8_t *body = (const uint8_t *)(rq->body ? rq->body : "");
+    if (rq->multipart) {
+        char boundary[MULTIPART_MAX_BOUNDARY + 1];
+        multipart_part *parts = calloc(max, sizeof *parts);
+        if (!parts) {
+            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+        } else {
+            st = multipart_boundary(header(rq, MHD_HTTP_HEADER_CONTENT_TYPE), boundary,
+                                    sizeof boundary, rq->errbuf, sizeof rq->errbuf);
+            if (st == SRV_OK)
+                st = multipart_parse(body, rq->len, boundary, parts, max, &n, rq->errbuf,
+                                     sizeof rq->errbuf);
+            for (size_t i = 0; st == SRV_OK && i < n; i++) {
+                if (parts[i].len == 0)
+                    st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                                  "multipart part %zu is empty; each part must hold an image", i);
+                imgs[i].data = parts[i].data;
+                imgs[i].len = parts[i].len;
+            }
+            free(parts);
+        }
+    } else if (rq->len == 0) {
+        st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                      "the body is empty; send an image (curl -T digit.png ...)");
+    } else {
+        imgs[0].data = body;
+        imgs[0].len = rq->len;
+        n = 1;
+    }
+    int64_t dims[SPEC_MAX_RANK];
+    if (st == SRV_OK)
+        st = images_to_input(rq, imgs, n, dims);
+    free(imgs);
+    if (st != SRV_OK)
+        return http_reply_error(rq, st, "%s", rq->errbuf);
+    return submit(rq, rq->in, dims, 4);
+}
+
+enum MHD_Result api_handle(request *rq)
+{
+    server *s = rq->srv;
+    switch (rq->route) {
+    case ROUTE_HEALTH: {
+        text t = {0};
+        if (rq->live) {
+            text_put(&t, "{\"live\":true}");
+            return http_reply_json(rq, 200, &t);
+        }
+        if (!atomic_load(&s->ready))
+            return http_reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
+        text_put(&t, "{\"ready\":true}");
+        return http_reply_json(rq, 200, &t);
+    }
+    case ROUTE_SERVER: {
+        text t = {0};
+        text_put(&t, "{\"name\":\"convserve\",\"version\":\"%s\",\"extensions\":%s}",
+                 CONVSERVE_VERSION, server_extensions);
+        return http_reply_json(rq, 200, &t);
+    }
+    case ROUTE_MODEL:
+        return handle_model(rq);
+    case ROUTE_READY: {
+        if (!atomic_load(&s->ready))
+            return http_reply_error(rq, SRV_UNAVAILABLE, "model '%s' is not ready",
+                                    rq->model->name);
+        text t = {0};
+        text_put(&t, "{\"name\":");
+        text_json_string(&t, rq->model->name, strlen(rq->model->name));
+        text_put(&t, ",\"ready\":true}");
+        return http_reply_json(rq, 200, &t);
+    }
+    case ROUTE_SHAPES:
+        return handle_shapes(rq);
+    case ROUTE_METRICS:
+        return handle_metrics(rq);
+    case ROUTE_OPTIONS: {
+        static const char *const cors[] = {
+            "Access-Control-Allow-Methods", "GET, POST, PUT, OPTIONS",
+            "Access-Control-Allow-Headers",
+            "Content-Type, Authorization, Inference-Header-Content-Length",
+            "Access-Control-Max-Age", "600", NULL};
+        return http_reply_raw(rq, 204, NULL, NULL, 0, cors);
+    }
+    case ROUTE_INFER:
+        if (!atomic_load(&s->ready))
+            return http_reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
+        return handle_infer(rq);
+    case ROUTE_PREDICT:
+        if (!atomic_load(&s->ready))
+            return http_reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
+        return handle_predict(rq);
+    }
+    return http_reply_error(rq, SRV_INTERNAL, "unhandled route");
+}
+
+/* ---- answers ------------------------------------------------------------------------------ */
+
+static enum MHD_Result finish_infer(request *rq)
+{
+    model_entry *me = rq->model;
+    const spec_model *sp = engine_model_spec(me->model);
+    infer_request *q = &rq->q;
+    size_t count = rq->job.out_count;
+    text t = {0};
+    text_put(&t, "{\"model_name\":");
+    text_json_string(&t, me->name, strlen(me->name));
+    if (q->has_id) {
+        text_put(&t, ",\"id\":");
+        text_json_string(&t, q->id, strlen(q->id));
+    }
+    text_put(&t, ",\"outputs\":[{\"name\":");
+    text_json_string(&t, sp->output_name, strlen(sp->output_name));
+    text_put(&t, ",\"datatype\":\"FP32\",\"shape\":");
+    put_dims(&t, rq->out_shape.d, rq->out_shape.rank);
+    if (q->binary_output) {
+        text_put(&t, ",\"parameters\":{\"binary_data_size\":%zu}}]", count * sizeof(float));
+    } else {
+        text_put(&t, ",\"data\":[");
+        for (size_t i = 0; i < count; i++) {
+            if (i)
+                text_append(&t, ",", 1);
+            text_json_float(&t, rq->out[i]);
+        }
+        text_put(&t, "]}]");
+    }
+    if (q->layer_shapes) {
+        spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
+        int bad;
+        char err[256];
+        if (shapes && engine_model_shapes(me->model, rq->job.dims, rq->job.rank, shapes, &bad, err,
+                                          sizeof err) == ENGINE_OK) {
+            text_put(&t, ",\"layer_shapes\":");
+            put_layers(&t, sp, shapes, false);
+        }
+        free(shapes);
+    }
+    text_put(&t, "}");
+    if (!q->binary_output)
+        return http_reply_json(rq, 200, &t);
+
+    /* Binary output: the JSON header, then the raw little-endian floats. */
+    size_t json_len = t.len;
+    text_append(&t, rq->out, count * sizeof(float));
+    size_t len;
+    char *body = text_take(&t, &len);
+    if (!body)
+        return http_reply_error(rq, SRV_INTERNAL, "out of memory building the answer");
+    char hlen[32];
+    snprintf(hlen, sizeof hlen, "%zu", json_len);
+    const char *headers[] = {"Inference-Header-Content-Length", hlen, NULL};
+    return http_reply_raw(rq, 200, "application/octet-stream", body, len, headers);
+}
+
+static int compare_desc(const void *a, const void *b, void *probs)
+{
+    const float *p = probs;
+    float x = p[*(const int *)a], y = p[*(const int *)b];
+    return x < y ? 1 : x > y ? -1 : (*(const int *)a - *(const int *)b);
+}
+
+/* Insertion of the top-k indices by probability (k is small; classes are few). */
+static void top_indices(const float *p, int k, int n, int *idx)
+{
+    int have = 0;
+    for (int i = 0; i < n; i++) {
+        int pos = have < k ? have++ : k;
+        if (pos == k && compare_desc(&i, &idx[k - 1], (void *)p) >= 0)
+            continue;
+        if (pos == k)
+            pos = k - 1;
+        while (pos > 0 && compare_desc(&i, &idx[pos - 1], (void *)p) < 0) {
+            idx[pos] = idx[pos - 1];
+            pos--;
+        }
+        idx[pos] = i;
+    }
+}
+
+static enum MHD_Result finish_predict(request *rq)
+{
+    model_entry *me = rq->model;
+    const spec_model *sp = engine_model_spec(me->model);
+    int64_t n = rq->out_shape.d[0];
+    size_t per = rq->job.out_count / (size_t)n;
+    int k = per < (size_t)rq->top ? (int)per : rq->top;
+    float *prob = malloc(per * sizeof *prob);
+    int *idx = malloc((size_t)k * sizeof *idx);
+    if (!prob || !idx) {
+        free(prob);
+        free(idx);
+        return http_reply_error(rq, SRV_INTERNAL, "out of memory");
+    }
+    text t = {0};
+    text_put(&t, "{\"model_name\":");
+    text_json_string(&t, me->name, strlen(me->name));
+    text_put(&t, ",\"input_shape\":");
+    put_dims(&t, rq->job.dims, rq->job.rank);
+    text_put(&t, ",\"output_shape\":");
+    put_dims(&t, rq->out_shape.d, rq->out_shape.rank);
+    text_put(&t, ",\"predictions\":[");
+    for (int64_t i = 0; i < n; i++) {
+        const float *lg = rq->out + (size_t)i * per;
+        /* Softmax in double with the maximum subtracted, as torch.softmax does. */
+        double mx = -INFINITY, sum = 0;
+        for (size_t j = 0; j < per; j++)
+            mx = lg[j] > mx ? lg[j] : mx;
+        for (size_t j = 0; j < per; j++)
+            sum += exp((double)lg[j] - mx);
+        for (size_t j = 0; j < per; j++)
+            prob[j] = (float)(exp((double)lg[j] - mx) / sum);
+        text_put(&t, "%s{\"logits\":[", i ? "," : "");
+        for (size_t j = 0; j < per; j++) {
+            if (j)
+                text_append(&t, ",", 1);
+            text_json_float(&t, lg[j]);
+        }
+        text_put(&t, "],\"probabilities\":[");
+        for (size_t j = 0; j < per; j++) {
+            if (j)
+                text_append(&t, ",", 1);
+            text_json_float(&t, prob[j]);
+        }
+        text_put(&t, "],\"top\":[");
+        top_indices(prob, k, (int)per, idx);
+        for (int j = 0; j < k; j++) {
+            text_put(&t, "%s{\"index\":%d,\"label\":", j ? "," : "", idx[j]);
+            if (sp->labels && (size_t)idx[j] < sp->n_labels) {
+                const char *lab = sp->labels[idx[j]];
+                text_json_string(&t, lab, strlen(lab));
+            } else {
+                text_put(&t, "\"%d\"", idx[j]);
+            }
+            text_put(&t, ",\"probability\":");
+            text_json_float(&t, prob[idx[j]]);
+            text_put(&t, "}");
+        }
+        text_put(&t, "]}");
+    }
+    text_put(&t, "]}");
+    free(prob);
+    free(idx);
+    return http_reply_json(rq, 200, &t);
+}
+
+enum MHD_Result api_finish(request *rq)
+{
+    if (rq->job.status != SRV_OK)
+        return http_reply_error(rq, rq->job.status, "%s", rq->job.err);
+    metrics_queue_wait(rq->srv->metrics, rq->model_index, rq->job.started_ns - rq->job.enqueued_ns);
+    if (rq->route == ROUTE_INFER && rq->q.dtype != TENSOR_BYTES)
+        return finish_infer(rq);
+    if (rq->route == ROUTE_INFER)
+        return finish_infer(rq);
+    return finish_predict(rq);
+}
+
+void api_request_free(request *rq)
+{
+    infer_request_free(&rq->q);
+    free(rq->in);
+    free(rq->out);
+}

@@ -1,0 +1,371 @@
+/* http.c - the libmicrohttpd side: request lifecycle, routing, replies, access log, shutdown.
+ *
+ * Each request lives in a `request` from its first handler call to the completed callback. Bodies
+ * are collected up to the body limit; a request that needs inference is parsed and validated on
+ * the MHD thread, handed to its model's batcher and its connection suspended; the worker resumes
+ * it when the output is in place, and the MHD thread serialises the answer. MHD threads never run
+ * the network.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+    HTTP_MAX_URL_LOG = 200,   /* bytes of the path kept for the access log */
+    HTTP_SHUTDOWN_POLL_MS = 20,
+    HTTP_MEMORY_LIMIT = 64 * 1024, /* per-connection pool: headers and I/O buffers */
+    HTTP_BODY_INITIAL = 64 * 1024,
+};
+
+void server_log(const server *s, log_level level, const char *fmt, ...)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    if (level > s->level)
+        return;
+    char line[2048], stamp[32];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    /* One write per line keeps lines from different threads whole. */
+    fprintf(stderr, "%s.%03ldZ %s %s\n", stamp, ts.tv_nsec / 1000000, names[level], line);
+}
+
+/* ---- replies ------------------------------------------------------------------------------ */
+
+static void add_common_headers(request *rq, struct MHD_Response *resp)
+{
+    const server *s = rq->srv;
+    if (s->cfg.cors_origin[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                "Inference-Header-Content-Length");
+    }
+}
+
+/* Queues `body` (malloc'd; freed by MHD) with the given status and content type. */
+static enum MHD_Result reply(request *rq, int code, const char *content_type, char *body,
+                             size_t len, const char *const *headers)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body ? body : "", body ? MHD_RESPMEM_MUST_FREE
+                                                                    : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    if (content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    for (int i = 0; headers && headers[i]; i += 2)
+        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    add_common_headers(rq, resp);
+    rq->http_code = code;
+    rq->resp_bytes = len;
+    enum MHD_Result r = MHD_queue_response(rq->conn, (unsigned)code, resp);
+    MHD_destroy_response(resp);
+    rq->replied = true;
+    return r;
+}
+
+enum MHD_Result http_reply_json(request *rq, int code, text *t)
+{
+    size_t len;
+    char *body = text_take(t, &len);
+    if (!body)
+        return http_reply_error(rq, SRV_INTERNAL, "out of memory building the answer");
+    return reply(rq, code, "application/json", body, len, NULL);
+}
+
+enum MHD_Result http_reply_raw(request *rq, int code, const char *content_type, char *body,
+                               size_t len, const char *const *headers)
+{
+    return reply(rq, code, content_type, body, len, headers);
+}
+
+/* Every error answer of the server goes through here: {"error": "<message>"}. */
+enum MHD_Result http_reply_error(request *rq, srv_status s, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    text t = {0};
+    text_put(&t, "{\"error\":");
+    text_json_string(&t, msg, strlen(msg));
+    text_put(&t, "}");
+    size_t len;
+    char *body = text_take(&t, &len);
+    const char *headers[5] = {NULL};
+    int h = 0;
+    if (s == SRV_METHOD && rq->allow) {
+        headers[h++] = MHD_HTTP_HEADER_ALLOW;
+        headers[h++] = rq->allow;
+    }
+    if (s == SRV_UNAUTHORIZED) {
+        headers[h++] = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
+        headers[h++] = "Bearer";
+    }
+    if (!body)
+        return MHD_NO;
+    server_log(rq->srv, LOG_DEBUG, "%s %s -> %d: %s", rq->method, rq->path, srv_status_http(s),
+               msg);
+    return reply(rq, srv_status_http(s), "application/json", body, len, headers);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+/* Compares without an early exit, so response timing tells nothing about the key. */
+static bool constant_time_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = (unsigned char)(alen != blen);
+    for (size_t i = 0; i < alen; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
+    return diff == 0 && blen > 0;
+}
+
+static bool authorized(request *rq)
+{
+    const char *key = rq->srv->cfg.api_key;
+    if (!key[0])
+        return true;
+    const char *h =
+        MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    static const char bearer[] = "Bearer ";
+    if (!h || strncmp(h, bearer, sizeof bearer - 1) != 0)
+        return false;
+    h += sizeof bearer - 1;
+    return constant_time_equal(h, strlen(h), key, strlen(key));
+}
+
+static void job_done(batch_job *job, void *ctx)
+{
+    request *rq = ctx;
+    (void)job;
+    /* Runs on the worker thread; the result fields are written before resuming, and MHD's resume
+     * takes a mutex that the connection's thread takes again before calling the handler. */
+    rq->state = RQ_DONE;
+    MHD_resume_connection(rq->conn);
+}
+
+void http_submit(request *rq, model_entry *me)
+{
+    rq->job.done = job_done;
+    rq->job.ctx = rq;
+    rq->state = RQ_QUEUED;
+    /* Suspend before submitting: the worker may finish and resume before this thread returns. A
+     * refused job (queue full, shutting down) completes the same way, through a resume. */
+    MHD_suspend_connection(rq->conn);
+    srv_status s = batcher_submit(me->batcher, &rq->job, rq->job.err, sizeof rq->job.err);
+    if (s != SRV_OK) {
+        rq->job.status = s;
+        rq->state = RQ_DONE;
+        MHD_resume_connection(rq->conn);
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    server *s = cls;
+    request *rq = *con_cls;
+    (void)version;
+
+    if (!rq) {
+        rq = calloc(1, sizeof *rq);
+        if (!rq)
+            return MHD_NO;
+        *con_cls = rq;
+        rq->srv = s;
+        rq->conn = conn;
+        rq->t0 = monotonic_ns();
+        rq->model_index = -1;
+        snprintf(rq->method, sizeof rq->method, "%s", method);
+        snprintf(rq->path, sizeof rq->path, "%.*s", HTTP_MAX_URL_LOG, url);
+        atomic_fetch_add(&s->inflight, 1);
+        metrics_inflight(s->metrics, 1);
+
+        srv_status st = api_route(rq, url, method);
+        if (st != SRV_OK)
+            return http_reply_error(rq, st, "%s", rq->errbuf);
+        if (rq->route != ROUTE_HEALTH && rq->route != ROUTE_OPTIONS && !authorized(rq))
+            return http_reply_error(rq, SRV_UNAUTHORIZED,
+                                    "missing or wrong API key; send 'Authorization: Bearer <key>'");
+        if (!rq->has_body)
+            return api_handle(rq);
+
+        /* Refuse an oversized body from its Content-Length, before reading any of it. */
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (*end == 0 && n > (unsigned long long)s->cfg.max_body_bytes)
+                return http_reply_error(rq, SRV_TOO_LARGE,
+                                        "request body is %llu bytes; the limit is %lld", n,
+                                        (long long)s->cfg.max_body_bytes);
+        }
+        st = api_check_headers(rq);
+        if (st != SRV_OK)
+            return http_reply_error(rq, st, "%s", rq->errbuf);
+        return MHD_YES;
+    }
+
+    if (rq->replied) {
+        /* A response was queued early (413, 415): swallow whatever body still arrives. */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+
+    if (*upload_size > 0) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (rq->too_large)
+            return MHD_YES;
+        if (rq->len + n > (size_t)s->cfg.max_body_bytes) {
+            rq->too_large = true;
+            free(rq->body);
+            rq->body = NULL;
+            return MHD_YES;
+        }
+        if (rq->len + n + 1 > rq->cap) {
+            size_t cap = rq->cap ? rq->cap : HTTP_BODY_INITIAL;
+            while (cap < rq->len + n + 1)
+                cap *= 2;
+            if (cap > (size_t)s->cfg.max_body_bytes + 1)
+                cap = (size_t)s->cfg.max_body_bytes + 1;
+            char *nb = realloc(rq->body, cap);
+            if (!nb)
+                return MHD_NO;
+            rq->body = nb;
+            rq->cap = cap;
+        }
+        memcpy(rq->body + rq->len, upload, n);
+        rq->len += n;
+        return MHD_YES;
+    }
+
+    if (rq->state == RQ_RECEIVING) {
+        if (rq->too_large)
+            return http_reply_error(rq, SRV_TOO_LARGE, "request body exceeds the limit of %lld bytes",
+                                    (long long)s->cfg.max_body_bytes);
+        return api_handle(rq);
+    }
+    if (rq->state == RQ_DONE)
+        return api_finish(rq);
+    return MHD_YES; /* queued: still suspended */
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    server *s = cls;
+    request *rq = *con_cls;
+    (void)conn;
+    if (!rq)
+        return;
+    int64_t dt = monotonic_ns() - rq->t0;
+    int code = rq->replied ? rq->http_code : 0;
+    metrics_request(s->metrics, rq->model_index, code, dt);
+    if (s->level >= LOG_INFO) {
+        char addr[INET6_ADDRSTRLEN] = "-";
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (ci && ci->client_addr) {
+            const struct sockaddr *sa = ci->client_addr;
+            if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof addr);
+            else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr,
+                          sizeof addr);
+        }
+        server_log(s, LOG_INFO, "%s \"%s %s\" %d %zuB %.3fms batch=%d%s", addr, rq->method,
+                   rq->path, code, rq->resp_bytes, (double)dt / 1e6, rq->job.batch_size,
+                   toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)");
+    }
+    api_request_free(rq);
+    free(rq->body);
+    free(rq);
+    *con_cls = NULL;
+    metrics_inflight(s->metrics, -1);
+    atomic_fetch_sub(&s->inflight, 1);
+}
+
+/* ---- daemon ------------------------------------------------------------------------------- */
+
+bool http_start(server *s, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%lld", (long long)s->cfg.port);
+    int gai = getaddrinfo(s->cfg.host, port, &hints, &ai);
+    if (gai != 0) {
+        snprintf(err, errlen, "cannot resolve --host '%s': %s", s->cfg.host, gai_strerror(gai));
+        return false;
+    }
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->cfg.http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->cfg.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->cfg.connection_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%lld (address in use, or not permitted)",
+                 s->cfg.host, (long long)s->cfg.port);
+        return false;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : (uint16_t)s->cfg.port;
+    return true;
+}
+
+static void wait_idle(server *s, int64_t deadline_ns)
+{
+    while (atomic_load(&s->inflight) > 0 && monotonic_ns() < deadline_ns) {
+        struct timespec ts = {0, HTTP_SHUTDOWN_POLL_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void http_shutdown(server *s)
+{
+    if (!s->daemon)
+        return;
+    atomic_store(&s->ready, false);
+    MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
+    int64_t deadline = monotonic_ns() + s->cfg.shutdown_timeout * INT64_C(1000000000);
+    wait_idle(s, deadline);
+    int left = atomic_load(&s->inflight);
+    /* Finish whatever is still queued, so that no connection stays suspended. */
+    for (int i = 0; i < s->nmodels; i++)
+        batcher_stop(s->models[i].batcher);
+    wait_idle(s, monotonic_ns() + 1000000000LL);
+    if (left > 0)
+        server_log(s, LOG_WARN, "%d requests were still open after %llds", left,
+                   (long long)s->cfg.shutdown_timeout);
+    MHD_stop_daemon(s->daemon);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+    s->daemon = NULL;
+}

@@ -1,0 +1,57 @@
+/* server.h - the state of one convserve process: settings, models, metrics, the HTTP daemon. */
+#ifndef CONVSERVE_SERVER_H
+#define CONVSERVE_SERVER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "batcher.h"
+#include "config.h"
+#include "engine.h"
+#include "metrics.h"
+
+#define CONVSERVE_VERSION "0.1.0"
+
+typedef enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level;
+
+struct server;
+
+typedef struct {
+    struct server *srv;
+    const char *name; /* = spec name = folder name */
+    engine_model *model;
+    batcher *batcher;
+    int index;
+    int max_batch; /* after the --max-batch-size override */
+} model_entry;
+
+typedef struct server {
+    config cfg;
+    log_level level;
+    model_entry *models;
+    int nmodels;
+    const char **model_names;
+    metrics *metrics;
+    struct MHD_Daemon *daemon;
+    uint16_t port;
+    atomic_bool ready;
+    atomic_int inflight;
+} server;
+
+/* One line to stderr with a UTC timestamp, if `level` is enabled. */
+void server_log(const server *s, log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Loads every model folder of cfg.models and starts its worker (warm-up included). On failure
+ * returns false with the engine's message in err. */
+bool server_load_models(server *s, char *err, size_t errlen);
+void server_unload_models(server *s);
+
+/* Starts the HTTP daemon on cfg.host:cfg.port and records the bound port in s->port. */
+bool http_start(server *s, char *err, size_t errlen);
+/* Stops accepting connections, lets in-flight requests finish (up to the shutdown timeout),
+ * drains the model queues and stops the daemon. */
+void http_shutdown(server *s);
+
+#endif

@@ -1,0 +1,43 @@
+/* status.h - the server's outcomes and their HTTP status codes, from one table. */
+#ifndef CONVSERVE_SERVER_STATUS_H
+#define CONVSERVE_SERVER_STATUS_H
+
+#include <stddef.h>
+
+/* Every server function that can fail returns one of these and writes a sentence into the caller's
+ * `char *err, size_t errlen`; http.c turns it into `{"error": "<sentence>"}` with this code. */
+#define SRV_STATUS_MAP(XX)                                                                         \
+    XX(SRV_OK, 200)                                                                                \
+    XX(SRV_BAD_REQUEST, 400)                                                                       \
+    XX(SRV_UNAUTHORIZED, 401)                                                                      \
+    XX(SRV_NOT_FOUND, 404)                                                                         \
+    XX(SRV_METHOD, 405)                                                                            \
+    XX(SRV_TOO_LARGE, 413)                                                                         \
+    XX(SRV_MEDIA_TYPE, 415)                                                                        \
+    XX(SRV_INTERNAL, 500)                                                                          \
+    XX(SRV_UNAVAILABLE, 503)
+
+typedef enum {
+#define SRV_STATUS_ENUM(name, code) name,
+    SRV_STATUS_MAP(SRV_STATUS_ENUM)
+#undef SRV_STATUS_ENUM
+} srv_status;
+
+/* The HTTP status code of an outcome (SRV_TOO_LARGE -> 413). */
+static inline int srv_status_http(srv_status s)
+{
+    switch (s) {
+#define SRV_STATUS_CASE(name, code)                                                                \
+    case name:                                                                                     \
+        return code;
+        SRV_STATUS_MAP(SRV_STATUS_CASE)
+#undef SRV_STATUS_CASE
+    }
+    return 500;
+}
+
+/* Formats err and returns s, as engine_fail does for the engine. */
+srv_status srv_fail(char *err, size_t errlen, srv_status s, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif
