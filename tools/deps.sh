@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# deps.sh - installs the Debian 12 packages convserve needs (only the missing ones).
+# Usage: tools/deps.sh [serve|test]   (serve: build and run; test: also PyTorch and test tools)
+set -euo pipefail
+
+serve=(build-essential cmake pkg-config curl ca-certificates
+       libdnnl-dev libmicrohttpd-dev libjansson-dev libstb-dev)
+test=(python3 python3-torch python3-numpy python3-sklearn clang libclang-rt-14-dev wrk valgrind)
+
+want=("${serve[@]}")
+[ "${1:-serve}" = test ] && want+=("${test[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "installing: ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q >/dev/null
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
