@@ -16,7 +16,7 @@ enum {
     PIXEL_MAX = 255,
 };
 
-/* Without a preprocess block a model sees pixels scaled to [0, 1], as torchvision's ToTensor does. */
+/* Without a preprocess block a model sees pixels in [0, 1], as with torchvision's ToTensor. */
 #define DEFAULT_PIXEL_SCALE (1.0 / 255.0)
 
 /* Where a PNG file keeps its size: an 8-byte signature, then the IHDR chunk's 4-byte length,
@@ -29,8 +29,29 @@ enum {
 };
 static const uint8_t png_signature[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
-/* Largest PNM sample value stored in one byte; above it samples take two. */
-enum { PNM_MAX_8BIT = 255, PNM_VALUE_CAP = 1 << 20 };
+enum {
+    PNM_MAX_8BIT = 255,      /* the largest PNM sample value stored in one byte; above, two */
+    PNM_VALUE_CAP = 1 << 20, /* where a header number stops growing (only "above 255" matters) */
+};
+
+/* JPEG markers and limits as stb_image 2.27 knows them. */
+enum {
+    JPEG_MARKER = 0xff,
+    JPEG_SOI = 0xd8,
+    JPEG_EOI = 0xd9,
+    JPEG_SOF_BASELINE = 0xc0,
+    JPEG_SOF_EXTENDED = 0xc1,
+    JPEG_SOF_PROGRESSIVE = 0xc2,
+    JPEG_SOS = 0xda,
+    JPEG_RST_FIRST = 0xd0,
+    JPEG_RST_LAST = 0xd7,
+    JPEG_MAX_COMPONENTS = 4,
+    JPEG_SOF_NCOMP = 7, /* offsets inside a segment, counted from its length field */
+    JPEG_SOF_COMPONENTS = 8,
+    JPEG_SOS_NCOMP = 2,
+    JPEG_SOS_COMPONENTS = 3,
+    JPEG_SOS_TAIL = 3, /* Ss, Se, Ah/Al after the scan's components */
+};
 
 static uint32_t read_be32(const uint8_t *p)
 {
@@ -125,6 +146,90 @@ static srv_status check_pnm_length(const uint8_t *buf, size_t len, int w, int h,
     return SRV_OK;
 }
 
+typedef enum { JPEG_DEFER, JPEG_COVERED, JPEG_UNCOVERED } jpeg_verdict;
+
+static bool jpeg_is_rst(uint8_t m)
+{
+    return m >= JPEG_RST_FIRST && m <= JPEG_RST_LAST;
+}
+
+/* Whether every colour component of a JPEG frame is coded by some scan. stb_image 2.27 allocates
+ * its sample (baseline) and coefficient (progressive) buffers uninitialised and fills them only
+ * while decoding scans, so a file whose frame header is followed by no scan, or by scans that
+ * leave a component out, "decodes" to stale heap bytes. A progressive component counts as coded
+ * once a first DC scan (Ss = 0, Ah = 0) has covered it: that is where stb zeroes each block.
+ * Walks the marker segments as stb does; anything it cannot follow (truncation, a second frame,
+ * odd markers) is left to stb, which fails on all of those. */
+static jpeg_verdict jpeg_scan_coverage(const uint8_t *buf, size_t len, int *missing_id)
+{
+    uint8_t ids[JPEG_MAX_COMPONENTS];
+    bool coded[JPEG_MAX_COMPONENTS] = {false};
+    int ncomp = 0;
+    bool progressive = false;
+
+    if (len < 2 || buf[0] != JPEG_MARKER || buf[1] != JPEG_SOI)
+        return JPEG_DEFER;
+    size_t pos = 2;
+    for (;;) {
+        if (pos >= len || buf[pos] != JPEG_MARKER)
+            return JPEG_DEFER;
+        while (pos < len && buf[pos] == JPEG_MARKER)
+            pos++;
+        if (pos >= len)
+            return JPEG_DEFER;
+        uint8_t m = buf[pos++];
+        if (m == JPEG_EOI)
+            break;
+        if (len - pos < 2)
+            return JPEG_DEFER;
+        size_t seg = (size_t)buf[pos] << 8 | buf[pos + 1];
+        if (seg < 2 || len - pos < seg)
+            return JPEG_DEFER;
+        const uint8_t *s = buf + pos;
+        pos += seg;
+
+        if (m == JPEG_SOF_BASELINE || m == JPEG_SOF_EXTENDED || m == JPEG_SOF_PROGRESSIVE) {
+            if (ncomp > 0 || seg <= JPEG_SOF_NCOMP)
+                return JPEG_DEFER;
+            ncomp = s[JPEG_SOF_NCOMP];
+            if (ncomp < 1 || ncomp > JPEG_MAX_COMPONENTS ||
+                seg < JPEG_SOF_COMPONENTS + 3 * (size_t)ncomp)
+                return JPEG_DEFER;
+            for (int i = 0; i < ncomp; i++)
+                ids[i] = s[JPEG_SOF_COMPONENTS + 3 * i];
+            progressive = m == JPEG_SOF_PROGRESSIVE;
+        } else if (m == JPEG_SOS) {
+            if (ncomp == 0 || seg <= JPEG_SOS_NCOMP)
+                return JPEG_DEFER;
+            int ns = s[JPEG_SOS_NCOMP];
+            if (ns < 1 || ns > JPEG_MAX_COMPONENTS ||
+                seg < JPEG_SOS_COMPONENTS + 2 * (size_t)ns + JPEG_SOS_TAIL)
+                return JPEG_DEFER;
+            const uint8_t *tail = s + JPEG_SOS_COMPONENTS + 2 * ns;
+            bool first_dc = tail[0] == 0 && (tail[2] >> 4) == 0;
+            if (!progressive || first_dc)
+                for (int k = 0; k < ns; k++)
+                    for (int i = 0; i < ncomp; i++)
+                        if (ids[i] == s[JPEG_SOS_COMPONENTS + 2 * k])
+                            coded[i] = true;
+            /* The entropy-coded data runs to the next marker other than a stuffed 0xff00 or a
+             * restart marker. */
+            while (pos + 1 < len &&
+                   !(buf[pos] == JPEG_MARKER && buf[pos + 1] != 0 && !jpeg_is_rst(buf[pos + 1])))
+                pos++;
+        }
+    }
+    if (ncomp == 0)
+        return JPEG_DEFER;
+    for (int i = 0; i < ncomp; i++) {
+        if (!coded[i]) {
+            *missing_id = ids[i];
+            return JPEG_UNCOVERED;
+        }
+    }
+    return JPEG_COVERED;
+}
+
 /* One output coordinate's two source neighbours and their weights along one axis. */
 typedef struct {
     int i0, i1;
@@ -188,17 +293,15 @@ srv_status image_to_tensor(const uint8_t *buf, size_t len, const spec_preprocess
         return srv_fail(err, errlen, SRV_INTERNAL,
                         "image_to_tensor: channels must be 1 or 3, got %d", channels);
     if (height <= 0 || width <= 0 || height > INT_MAX || width > INT_MAX || !out)
-        return srv_fail(err, errlen, SRV_INTERNAL,
-                        "image_to_tensor: invalid output size %lldx%lld", (long long)width,
-                        (long long)height);
+        return srv_fail(err, errlen, SRV_INTERNAL, "image_to_tensor: invalid output size %lldx%lld",
+                        (long long)width, (long long)height);
 
     if (!buf || len == 0)
         return srv_fail(err, errlen, SRV_BAD_REQUEST, "cannot decode image: the body is empty");
     /* stb_image takes the length as an int. */
     if (len > INT_MAX)
         return srv_fail(err, errlen, SRV_TOO_LARGE,
-                        "image is %zu bytes; images over %d bytes are not supported", len,
-                        INT_MAX);
+                        "image is %zu bytes; images over %d bytes are not supported", len, INT_MAX);
 
     /* Read only the header first, so that a small file declaring a huge image is refused before
      * stb_image allocates the decoded pixels. */
@@ -216,8 +319,8 @@ srv_status image_to_tensor(const uint8_t *buf, size_t len, const spec_preprocess
                         reason ? reason : "unknown error");
     }
     if (w <= 0 || h <= 0)
-        return srv_fail(err, errlen, SRV_BAD_REQUEST, "cannot decode image: its size is %dx%d",
-                        w, h);
+        return srv_fail(err, errlen, SRV_BAD_REQUEST, "cannot decode image: its size is %dx%d", w,
+                        h);
     int64_t pixels = (int64_t)w * (int64_t)h;
     if (pixels > max_pixels)
         return srv_fail(err, errlen, SRV_TOO_LARGE,
@@ -227,6 +330,11 @@ srv_status image_to_tensor(const uint8_t *buf, size_t len, const spec_preprocess
     st = check_pnm_length(buf, len, w, h, err, errlen);
     if (st != SRV_OK)
         return st;
+    int missing_id = 0;
+    if (jpeg_scan_coverage(buf, len, &missing_id) == JPEG_UNCOVERED)
+        return srv_fail(err, errlen, SRV_BAD_REQUEST,
+                        "cannot decode image: JPEG component %d is not coded by any scan",
+                        missing_id);
 
     /* stb converts gray <-> RGB itself (its own luma weights) and drops alpha; a GIF gives its
      * first frame. */
@@ -239,10 +347,10 @@ srv_status image_to_tensor(const uint8_t *buf, size_t len, const spec_preprocess
         goto fail;
     }
     /* The limit was checked on the header's size; the decoder must not have produced another. */
-    if (dw <= 0 || dh <= 0 || (int64_t)dw * (int64_t)dh > max_pixels) {
+    if (dw != w || dh != h) {
         st = srv_fail(err, errlen, SRV_BAD_REQUEST,
-                      "cannot decode image: decoded size %dx%d differs from its header's %dx%d",
-                      dw, dh, w, h);
+                      "cannot decode image: decoded size %dx%d differs from its header's %dx%d", dw,
+                      dh, w, h);
         goto fail;
     }
 

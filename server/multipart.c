@@ -173,7 +173,7 @@ srv_status multipart_boundary(const char *content_type, char *out, size_t cap, c
     return SRV_OK;
 }
 
-/* The boundary as it appears in the body: "--" + boundary, preceded by a line end. */
+/* The body and its dash-boundary ("--" + boundary), which delimits parts where it opens a line. */
 typedef struct {
     const uint8_t *body;
     size_t len;
@@ -350,8 +350,7 @@ srv_status multipart_parse(const uint8_t *body, size_t len, const char *boundary
             *nparts = count;
             return SRV_OK;
         case LINE_TRUNCATED:
-            return srv_fail(err, errlen, SRV_BAD_REQUEST,
-                            "multipart body has no closing boundary");
+            return srv_fail(err, errlen, SRV_BAD_REQUEST, "multipart body has no closing boundary");
         case LINE_JUNK:
             return srv_fail(err, errlen, SRV_BAD_REQUEST,
                             "multipart boundary line %zu has unexpected bytes after the boundary",
@@ -360,11 +359,10 @@ srv_status multipart_parse(const uint8_t *body, size_t len, const char *boundary
             break;
         }
         if (next == len)
-            return srv_fail(err, errlen, SRV_BAD_REQUEST,
-                            "multipart body has no closing boundary");
+            return srv_fail(err, errlen, SRV_BAD_REQUEST, "multipart body has no closing boundary");
         if (count == max_parts)
-            return srv_fail(err, errlen, SRV_BAD_REQUEST,
-                            "multipart body has more than %zu parts", max_parts);
+            return srv_fail(err, errlen, SRV_BAD_REQUEST, "multipart body has more than %zu parts",
+                            max_parts);
 
         multipart_part part = {0};
         pos = next;
@@ -376,8 +374,9 @@ srv_status multipart_parse(const uint8_t *body, size_t len, const char *boundary
          * line's own '\n' lets that line end double as the delimiter's, i.e. an empty part. */
         size_t nl = find_delimiter(&ps, pos - 1);
         if (nl == len)
-            return srv_fail(err, errlen, SRV_BAD_REQUEST,
-                            "multipart body has no closing boundary");
+            return srv_fail(err, errlen, SRV_BAD_REQUEST, "multipart body has no closing boundary");
+        /* The CR of a CRLF before the boundary belongs to the delimiter. (In a bare-LF body, data
+         * that itself ends in CR loses it: the two cannot be told apart.) */
         size_t data_end = nl;
         if (data_end > pos && body[data_end - 1] == '\r')
             data_end--;

@@ -1,5 +1,5 @@
-/* test_multipart.c - multipart_boundary and multipart_parse: valid bodies, each error, every
- * prefix, and a body flush against a guard page. */
+/* test_multipart.c - the multipart splitter: valid bodies, each error, prefixes, a guard page. */
+
 /* MAP_ANONYMOUS, for the guard page, is outside POSIX 2008. */
 #define _DEFAULT_SOURCE
 
@@ -51,8 +51,8 @@ static void test_boundary(void)
                                  sizeof b, err, sizeof err),
               SRV_OK);
     CHECK_STR(b, "a b:c");
-    CHECK_INT(multipart_boundary("  multipart/form-data ;boundary=xyz ; foo=bar;", b, sizeof b,
-                                 err, sizeof err),
+    CHECK_INT(multipart_boundary("  multipart/form-data ;boundary=xyz ; foo=bar;", b, sizeof b, err,
+                                 sizeof err),
               SRV_OK);
     CHECK_STR(b, "xyz");
 
@@ -66,8 +66,7 @@ static void test_boundary(void)
     CHECK_INT(multipart_boundary(longest, b, sizeof b, err, sizeof err), SRV_BAD_REQUEST);
     CHECK_CONTAINS(err, "1 to 70 characters long, got 71");
 
-    CHECK_INT(multipart_boundary("application/json", b, sizeof b, err, sizeof err),
-              SRV_MEDIA_TYPE);
+    CHECK_INT(multipart_boundary("application/json", b, sizeof b, err, sizeof err), SRV_MEDIA_TYPE);
     CHECK_CONTAINS(err, "got 'application/json'");
     CHECK_INT(multipart_boundary("multipart/mixed; boundary=x", b, sizeof b, err, sizeof err),
               SRV_MEDIA_TYPE);
@@ -80,12 +79,12 @@ static void test_boundary(void)
     CHECK_INT(multipart_boundary("multipart/form-data; boundary=", b, sizeof b, err, sizeof err),
               SRV_BAD_REQUEST);
     CHECK_CONTAINS(err, "got 0");
-    CHECK_INT(multipart_boundary("multipart/form-data; boundary=\"\"", b, sizeof b, err,
-                                 sizeof err),
-              SRV_BAD_REQUEST);
-    CHECK_INT(multipart_boundary("multipart/form-data; boundary=\"abc", b, sizeof b, err,
-                                 sizeof err),
-              SRV_BAD_REQUEST);
+    CHECK_INT(
+        multipart_boundary("multipart/form-data; boundary=\"\"", b, sizeof b, err, sizeof err),
+        SRV_BAD_REQUEST);
+    CHECK_INT(
+        multipart_boundary("multipart/form-data; boundary=\"abc", b, sizeof b, err, sizeof err),
+        SRV_BAD_REQUEST);
     CHECK_CONTAINS(err, "malformed parameter list");
     CHECK_INT(multipart_boundary("multipart/form-data; boundary", b, sizeof b, err, sizeof err),
               SRV_BAD_REQUEST);
@@ -93,13 +92,13 @@ static void test_boundary(void)
                                  sizeof err),
               SRV_BAD_REQUEST);
     CHECK_CONTAINS(err, "more than one boundary");
-    CHECK_INT(multipart_boundary("multipart/form-data; boundary=\"a\rb\"", b, sizeof b, err,
-                                 sizeof err),
-              SRV_BAD_REQUEST);
+    CHECK_INT(
+        multipart_boundary("multipart/form-data; boundary=\"a\rb\"", b, sizeof b, err, sizeof err),
+        SRV_BAD_REQUEST);
     CHECK_CONTAINS(err, "RFC 2046");
-    CHECK_INT(multipart_boundary("multipart/form-data; boundary=\"ab \"", b, sizeof b, err,
-                                 sizeof err),
-              SRV_BAD_REQUEST);
+    CHECK_INT(
+        multipart_boundary("multipart/form-data; boundary=\"ab \"", b, sizeof b, err, sizeof err),
+        SRV_BAD_REQUEST);
     CHECK_CONTAINS(err, "ends with a space");
 
     /* An output buffer too small for the boundary is the caller's bug. */
@@ -175,8 +174,8 @@ static void test_valid(void)
     CHECK_INT(parse(LIT(preamble), b, parts, &n, err), SRV_OK);
     CHECK_INT(n, 2);
     CHECK(view_is(parts[0].data, parts[0].len, "first"));
-    CHECK(view_is(parts[0].content_type, parts[0].content_type_len,
-                  "text/plain; charset=us-ascii"));
+    CHECK(
+        view_is(parts[0].content_type, parts[0].content_type_len, "text/plain; charset=us-ascii"));
     CHECK(parts[0].name == NULL);
     CHECK(view_is(parts[1].data, parts[1].len, "second, no headers"));
 
@@ -269,7 +268,9 @@ static void test_errors(void)
     check_error(LIT("--b\r\n\r\ndata\r\n--b-"), "multipart body has no closing boundary");
     check_error(LIT("--b--\r\n"), "multipart body has no parts");
     check_error(LIT("preamble\r\n--b--"), "multipart body has no parts");
-    check_error(LIT("--bc\r\n\r\nx\r\n--b--"), "unexpected bytes after the boundary");
+    check_error(LIT("--bc\r\n\r\nx\r\n--b--"), "boundary line 1 has unexpected bytes");
+    /* RFC 2046 forbids data lines that start with the delimiter, even as a prefix. */
+    check_error(LIT("--b\r\n\r\nx\r\n--bx\r\n--b--"), "boundary line 2 has unexpected bytes");
     check_error(LIT("--b\r\nno colon here\r\n\r\nx\r\n--b--"), "malformed header line");
     check_error(LIT("--b\r\n folded: header\r\n\r\nx\r\n--b--"), "malformed header line");
     check_error(LIT("--b\r\nContent-Disposition: attachment; filename=a\r\n\r\nx\r\n--b--"),
@@ -306,8 +307,7 @@ static void test_errors(void)
     /* Invalid arguments are the caller's bug. */
     CHECK_INT(multipart_parse((const uint8_t *)"x", 1, "", parts, MAX_PARTS, &n, err, sizeof err),
               SRV_INTERNAL);
-    CHECK_INT(multipart_parse((const uint8_t *)"x", 1, NULL, parts, MAX_PARTS, &n, err,
-                              sizeof err),
+    CHECK_INT(multipart_parse((const uint8_t *)"x", 1, NULL, parts, MAX_PARTS, &n, err, sizeof err),
               SRV_INTERNAL);
 }
 

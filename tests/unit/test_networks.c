@@ -1,9 +1,10 @@
 /* test_networks.c - runs model folders on the engine and compares with the outputs PyTorch gave.
  *
  * Usage: test_networks [--tol T] DIR...
- * Each DIR holds model.json, its weights and cases.safetensors with F32 tensors input.K and output.K
- * (K = 0, 1, ...) written by tests/fixtures/make_fixtures.py or tests/live_check.py. A case passes
- * when max|engine - torch| <= T * max(1, max|torch|): the error relative to the output's scale.
+ * Each DIR holds model.json, its weights and cases.safetensors with F32 tensors input.K and
+ * output.K (K = 0, 1, ...) written by tests/fixtures/make_fixtures.py or tests/live_check.py. A
+ * case passes when max|engine - torch| <= T * max(1, max|torch|): the error relative to the
+ * output's scale.
  */
 #include "check.h"
 #include "engine.h"
@@ -13,8 +14,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#define NET_ERR 1024
-#define NET_DEFAULT_TOL 1e-4
+#define NET_ERR             1024
+#define NET_DEFAULT_TOL     1e-4
 #define NET_MAX_CASES_BYTES ((size_t)256 << 20)
 
 static uint8_t *slurp(const char *path, size_t *len)
