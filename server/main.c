@@ -113,6 +113,9 @@ bool server_load_models(server *s, char *err, size_t errlen)
                    (long long)engine_model_params(me->model),
                    engine_model_random_weights(me->model) ? " (random weights)" : "",
                    batcher_describe(me->batcher, desc, sizeof desc));
+        if (sp->precision == SPEC_BF16 && strstr(desc, "precision f32"))
+            server_log(s, LOG_WARN, "model %s asks for bf16, which this CPU cannot run; using f32",
+                       sp->name);
         if (strstr(desc, "ref:"))
             server_log(s, LOG_WARN, "model %s uses a reference (slow) oneDNN kernel", sp->name);
         s->nmodels = i + 1;
