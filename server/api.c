@@ -90,7 +90,15 @@ srv_status api_route(request *rq, const char *url, const char *method)
         rq->route = ROUTE_OPTIONS;
         return SRV_OK;
     }
-    bool ok = strstr(allow, method) != NULL && strlen(method) >= 3;
+    /* Whole-word match against the Allow list ("POST, PUT"). */
+    bool ok = false;
+    size_t ml = strlen(method);
+    for (const char *a = allow; *a && !ok;) {
+        size_t wl = strcspn(a, ", ");
+        ok = wl == ml && !memcmp(a, method, ml);
+        a += wl;
+        a += strspn(a, ", ");
+    }
     if (!strcmp(method, "HEAD") && !strcmp(allow, "GET"))
         ok = true; /* MHD sends the headers of the GET answer without its body */
     if (!ok)
@@ -757,8 +765,6 @@ enum MHD_Result api_finish(request *rq)
     if (rq->job.status != SRV_OK)
         return http_reply_error(rq, rq->job.status, "%s", rq->job.err);
     metrics_queue_wait(rq->srv->metrics, rq->model_index, rq->job.started_ns - rq->job.enqueued_ns);
-    if (rq->route == ROUTE_INFER && rq->q.dtype != TENSOR_BYTES)
-        return finish_infer(rq);
     if (rq->route == ROUTE_INFER)
         return finish_infer(rq);
     return finish_predict(rq);

@@ -199,16 +199,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         atomic_fetch_add(&s->inflight, 1);
         metrics_inflight(s->metrics, 1);
 
-        srv_status st = api_route(rq, url, method);
-        if (st != SRV_OK)
-            return http_reply_error(rq, st, "%s", rq->errbuf);
-        if (rq->route != ROUTE_HEALTH && rq->route != ROUTE_OPTIONS && !authorized(rq))
-            return http_reply_error(rq, SRV_UNAUTHORIZED,
-                                    "missing or wrong API key; send 'Authorization: Bearer <key>'");
-        if (!rq->has_body)
-            return api_handle(rq);
+        /* The key is checked before the route, so that without it nothing about the models
+         * (not even which names exist) can be learnt. Health stays open for probes. */
+        if (strncmp(url, "/v2/health/", 11) != 0 && strcmp(method, "OPTIONS") != 0 &&
+            !authorized(rq)) {
+            rq->early = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAUTHORIZED,
+                                 "missing or wrong API key; send 'Authorization: Bearer <key>'");
+            return MHD_YES;
+        }
+        rq->early = api_route(rq, url, method);
+        if (rq->early != SRV_OK || !rq->has_body)
+            return MHD_YES; /* answered once the (discarded) body is in: keeps the connection */
 
-        /* Refuse an oversized body from its Content-Length, before reading any of it. */
+        /* Refuse an oversized body from its Content-Length, before reading any of it. MHD then
+         * closes the connection, which is right: the client may still be sending. */
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
@@ -219,9 +223,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                         "request body is %llu bytes; the limit is %lld", n,
                                         (long long)s->cfg.max_body_bytes);
         }
-        st = api_check_headers(rq);
-        if (st != SRV_OK)
-            return http_reply_error(rq, st, "%s", rq->errbuf);
+        rq->early = api_check_headers(rq);
         return MHD_YES;
     }
 
@@ -234,8 +236,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size > 0) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (rq->too_large)
-            return MHD_YES;
+        if (rq->too_large || rq->early != SRV_OK)
+            return MHD_YES; /* the answer does not depend on these bytes */
         if (rq->len + n > (size_t)s->cfg.max_body_bytes) {
             rq->too_large = true;
             free(rq->body);
@@ -260,6 +262,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
 
     if (rq->state == RQ_RECEIVING) {
+        if (rq->early != SRV_OK)
+            return http_reply_error(rq, rq->early, "%s", rq->errbuf);
         if (rq->too_large)
             return http_reply_error(rq, SRV_TOO_LARGE, "request body exceeds the limit of %lld bytes",
                                     (long long)s->cfg.max_body_bytes);

@@ -101,6 +101,15 @@ bool server_load_models(server *s, char *err, size_t errlen)
             .on_batch = on_batch,
             .on_batch_ctx = me,
         };
+        if (bo.queue_timeout_ms * 1000 <= bo.max_delay_us) {
+            snprintf(err, errlen,
+                     "model '%s': --queue-timeout-ms %lld must exceed its batching delay of %lld us, "
+                     "or every request would time out while it waits for its batch",
+                     sp->name, (long long)bo.queue_timeout_ms, (long long)bo.max_delay_us);
+            engine_model_destroy(me->model);
+            s->nmodels = i;
+            goto fail_models;
+        }
         if (batcher_create(me->model, &bo, &me->batcher, msg, sizeof msg) != SRV_OK) {
             snprintf(err, errlen, "model '%s': warm-up failed: %s", sp->name, msg);
             engine_model_destroy(me->model);
