@@ -600,11 +600,13 @@ enum MHD_Result api_handle(request *rq)
         return http_reply_raw(rq, 204, NULL, NULL, 0, cors);
     }
     case ROUTE_INFER:
-        if (!atomic_load(&s->ready))
+        /* A request that arrived before SIGTERM is in flight and is served, even if its body
+         * finished arriving after it; only requests that arrive later are turned away. */
+        if (!rq->arrived_ready)
             return http_reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
         return handle_infer(rq);
     case ROUTE_PREDICT:
-        if (!atomic_load(&s->ready))
+        if (!rq->arrived_ready)
             return http_reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
         return handle_predict(rq);
     }

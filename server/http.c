@@ -194,6 +194,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rq->conn = conn;
         rq->t0 = monotonic_ns();
         rq->model_index = -1;
+        rq->arrived_ready = atomic_load(&s->ready);
         snprintf(rq->method, sizeof rq->method, "%s", method);
         snprintf(rq->path, sizeof rq->path, "%.*s", HTTP_MAX_URL_LOG, url);
         atomic_fetch_add(&s->inflight, 1);

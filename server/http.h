@@ -38,6 +38,7 @@ typedef struct request {
     model_entry *model;
     int model_index;
     char errbuf[1024];
+    bool arrived_ready; /* the server was ready when the request arrived (not shutting down) */
     srv_status early; /* an answer decided from the headers, sent once the body is in */
 
     char *body; /* collected body, up to the limit */

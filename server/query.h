@@ -23,15 +23,16 @@
 #include "status.h"
 
 enum {
-    QUERY_MAX_DIMS = 8,  /* what /shapes accepts; spec_infer then wants rank 2 or 4 */
+    QUERY_MAX_DIMS = 8,   /* what /shapes accepts; spec_infer then wants rank 2 or 4 */
     QUERY_QUOTE_MAX = 64, /* bytes of the query an error message quotes */
 };
 
-/* Fills dims[0..*rank) and returns SRV_OK, or returns SRV_BAD_REQUEST with one of
- *     "query parameter 'input' is missing; e.g. ?input=1,3,28,28"          (len == 0)
- *     "input '<first 64 bytes>' ends with a comma"
- *     "input '<first 64 bytes>' must be positive integers separated by commas, e.g. input=1,3,28,28"
- * and *rank set to 0. `s` may be NULL when len is 0. */
+/* Fills dims[0..*rank) and returns SRV_OK. Otherwise returns SRV_BAD_REQUEST with *rank 0 and
+ * one of these messages in err (Q = the first QUERY_QUOTE_MAX bytes of the query):
+ *     query parameter 'input' is missing; e.g. ?input=1,3,28,28         (len is 0)
+ *     input 'Q' ends with a comma
+ *     input 'Q' must be positive integers separated by commas, e.g. input=1,3,28,28
+ * `s` may be NULL when len is 0. */
 srv_status query_parse_dims(const char *s, size_t len, int64_t *dims, int max, int *rank, char *err,
                             size_t errlen);
 
