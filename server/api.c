@@ -228,11 +228,12 @@ static srv_status check_input(request *rq, const int64_t *dims, int rank, spec_s
                         "batch size %lld exceeds max_batch_size %d of model '%s'; split the request",
                         (long long)dims[0], me->max_batch, me->name);
     if (rank == 4 && (sp->input_dims[1] < 0 || sp->input_dims[2] < 0) && dims[2] > 0 &&
-        dims[3] > 0 && dims[2] > rq->srv->cfg.max_image_pixels / dims[3])
+        dims[3] > 0 && dims[2] > rq->srv->cfg.max_input_pixels / dims[3])
         return srv_fail(err, errlen, SRV_BAD_REQUEST,
-                        "input height x width %lld x %lld exceeds the limit of %lld values",
+                        "input height x width %lld x %lld exceeds the limit of %lld values "
+                        "(--max-input-pixels)",
                         (long long)dims[2], (long long)dims[3],
-                        (long long)rq->srv->cfg.max_image_pixels);
+                        (long long)rq->srv->cfg.max_input_pixels);
     int bad;
     if (engine_model_shapes(me->model, dims, rank, shapes, &bad, err, errlen) != ENGINE_OK)
         return SRV_BAD_REQUEST;
@@ -419,7 +420,8 @@ static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t 
                              rq->srv->cfg.max_image_pixels, rq->in + i * per, err, sizeof err);
         if (st != SRV_OK) {
             if (n > 1)
-                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu: %s", i, err);
+                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu of %zu: %s", i + 1,
+                                n, err);
             return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "%s", err);
         }
     }
@@ -531,7 +533,8 @@ static enum MHD_Result handle_predict(request *rq)
             for (size_t i = 0; st == SRV_OK && i < n; i++) {
                 if (parts[i].len == 0)
                     st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
-                                  "multipart part %zu is empty; each part must hold an image", i);
+                                  "multipart part %zu is empty; each part must hold an image",
+                                  i + 1);
                 imgs[i].data = parts[i].data;
                 imgs[i].len = parts[i].len;
             }

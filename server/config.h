@@ -21,7 +21,9 @@
     XX(max_body_bytes, "--max-body-bytes", "CONVSERVE_MAX_BODY_BYTES", INT, "67108864", 1024,      \
        1073741824, "largest request body; larger gets 413")                                        \
     XX(max_image_pixels, "--max-image-pixels", "CONVSERVE_MAX_IMAGE_PIXELS", INT, "16777216", 1,  \
-       1073741824, "largest width x height of an uploaded image, and of a free H x W input")       \
+       1073741824, "largest width x height of an uploaded image (read from its header)")           \
+    XX(max_input_pixels, "--max-input-pixels", "CONVSERVE_MAX_INPUT_PIXELS", INT, "1048576", 1,    \
+       1073741824, "largest H x W of a tensor sent to a model whose H and W are free")             \
     XX(max_images, "--max-images", "CONVSERVE_MAX_IMAGES", INT, "64", 1, 4096,                     \
        "most images in one multipart request")                                                     \
     XX(max_connections, "--max-connections", "CONVSERVE_MAX_CONNECTIONS", INT, "1024", 1, 65536,   \

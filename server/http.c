@@ -151,6 +151,18 @@ static bool authorized(request *rq)
     return constant_time_equal(h, strlen(h), key, strlen(key));
 }
 
+/* True when the request carries a body (a non-zero Content-Length, or chunked). An error decided
+ * from the headers is then sent at once, and MHD closes the connection instead of reading a body
+ * nobody needs; without a body the answer waits one call, which keeps the connection open. */
+static bool announces_body(struct MHD_Connection *conn)
+{
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+}
+
 static void job_done(batch_job *job, void *ctx)
 {
     request *rq = ctx;
@@ -206,11 +218,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             !authorized(rq)) {
             rq->early = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAUTHORIZED,
                                  "missing or wrong API key; send 'Authorization: Bearer <key>'");
+            if (announces_body(conn))
+                return http_reply_error(rq, rq->early, "%s", rq->errbuf);
             return MHD_YES;
         }
         rq->early = api_route(rq, url, method);
+        if (rq->early != SRV_OK && announces_body(conn))
+            return http_reply_error(rq, rq->early, "%s", rq->errbuf); /* no use reading it */
         if (rq->early != SRV_OK || !rq->has_body)
-            return MHD_YES; /* answered once the (discarded) body is in: keeps the connection */
+            return MHD_YES; /* answered on the next call, which keeps the connection open */
 
         /* Refuse an oversized body from its Content-Length, before reading any of it. MHD then
          * closes the connection, which is right: the client may still be sending. */
@@ -225,6 +241,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                         (long long)s->cfg.max_body_bytes);
         }
         rq->early = api_check_headers(rq);
+        if (rq->early != SRV_OK)
+            return http_reply_error(rq, rq->early, "%s", rq->errbuf);
         return MHD_YES;
     }
 

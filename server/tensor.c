@@ -194,7 +194,12 @@ static srv_status fill_value(filler *f, const json_t *v)
         return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
                         "inputs[0].data[%zu] = %lld is out of range for %s", f->pos,
                         (long long)json_integer_value(v), tensor_dtype_name(q->dtype));
-    q->data[f->pos++] = (float)json_number_value(v);
+    float x = (float)json_number_value(v);
+    if (!isfinite(x))
+        return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
+                        "inputs[0].data[%zu] = %g is out of range for FP32", f->pos,
+                        json_number_value(v));
+    q->data[f->pos++] = x;
     return SRV_OK;
 }
 
@@ -535,6 +540,12 @@ static srv_status parse_binary_data(const json_t *size_v, const uint8_t *bin, si
         for (size_t i = 0; i < q->count; i++)
             q->data[i] = raw_to_float(bin + i * es, q->dtype);
     }
+    /* NaN and infinity have no meaning as pixel or feature values, and oneDNN's ReLU would
+     * quietly turn NaN into 0: refuse them, as the JSON path does. */
+    for (size_t i = 0; i < q->count; i++)
+        if (!isfinite(q->data[i]))
+            return srv_fail(err, errlen, SRV_BAD_REQUEST,
+                            "inputs[0] binary element %zu is NaN or infinite", i);
     return SRV_OK;
 }
 
