@@ -2,6 +2,7 @@
 #include "http.h"
 #include "image.h"
 #include "multipart.h"
+#include "query.h"
 
 #include <errno.h>
 #include <math.h>
@@ -12,7 +13,6 @@
 
 enum {
     API_DEFAULT_TOP = 5,
-    API_MAX_QUERY_DIMS = 8,
 };
 
 static const char *const server_extensions =
@@ -244,26 +244,14 @@ static enum MHD_Result handle_shapes(request *rq)
 {
     const spec_model *sp = engine_model_spec(rq->model->model);
     const char *q = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "input");
-    int64_t dims[API_MAX_QUERY_DIMS];
+    int64_t dims[QUERY_MAX_DIMS];
     int rank = 0;
     if (!q || !*q)
         return http_reply_error(rq, SRV_BAD_REQUEST,
                                 "query parameter 'input' is missing; e.g. ?input=1,3,28,28");
-    for (const char *p = q; *p;) {
-        char *end;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || errno || v < 1 || v > INT32_MAX || rank == API_MAX_QUERY_DIMS ||
-            (*end && *end != ','))
-            return http_reply_error(rq, SRV_BAD_REQUEST,
-                                    "input '%.64s' must be positive integers separated by "
-                                    "commas, e.g. input=1,3,28,28",
-                                    q);
-        dims[rank++] = v;
-        p = *end ? end + 1 : end;
-        if (*end == ',' && !*p)
-            return http_reply_error(rq, SRV_BAD_REQUEST, "input '%.64s' ends with a comma", q);
-    }
+    if (query_parse_dims(q, strlen(q), dims, QUERY_MAX_DIMS, &rank, rq->errbuf,
+                         sizeof rq->errbuf) != SRV_OK)
+        return http_reply_error(rq, SRV_BAD_REQUEST, "%s", rq->errbuf);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
     if (!shapes)
         return http_reply_error(rq, SRV_INTERNAL, "out of memory");
