@@ -325,6 +325,40 @@ fail:
     return st;
 }
 
+/* The common end of a convolution or inner product: bring the source into the layout the
+ * primitive chose, fetch the weights in theirs (reordered once, from PyTorch's layout `user`), give
+ * it a destination, its bias (`nout` values) if any, and add it to the plan. */
+static engine_status add_weighted(builder *b, size_t i, const char *what,
+                                  const_dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *user,
+                                  int64_t nout)
+{
+    const model_layer *ml = &b->r->m->layers[i];
+    engine_status st;
+    dnnl_memory_t wmem = NULL, dst = NULL;
+    if ((st = connect(b, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0))) != ENGINE_OK)
+        return st;
+    st = layer_weights(b, i, user, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+                       &wmem);
+    if (st != ENGINE_OK)
+        return st;
+    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    if ((st = new_mem(b, dmd, DNNL_MEMORY_ALLOCATE, &dst)) != ENGINE_OK)
+        return st;
+    dnnl_exec_arg_t args[4] = {
+        {DNNL_ARG_SRC, b->cur}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dst}, {0, NULL}};
+    int nargs = 3;
+    if (ml->bias) {
+        if ((st = vector_mem(b, &b->r->lc[i].bias, ml->bias, nout)) != ENGINE_OK)
+            return st;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, b->r->lc[i].bias};
+    }
+    if ((st = add_primitive(b, what, (dnnl_primitive_desc_t)pd, nargs, args)) != ENGINE_OK)
+        return st;
+    b->cur = dst;
+    b->cur_md = *dmd;
+    return ENGINE_OK;
+}
+
 static engine_status build_conv(builder *b, size_t i, const spec_layer *act, const spec_shape *out,
                                 const spec_padding *pad, dnnl_data_type_t dt)
 {
@@ -365,28 +399,7 @@ static engine_status build_conv(builder *b, size_t i, const spec_layer *act, con
         goto fail;
     CK(dnnl_primitive_desc_create(&pd, &cd, attr, b->r->eng, NULL));
 
-    dnnl_memory_t wmem, dst;
-    if ((st = connect(b, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0))) != ENGINE_OK)
-        goto fail;
-    st = layer_weights(b, i, &wu_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
-                       &wmem);
-    if (st != ENGINE_OK)
-        goto fail;
-    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    if ((st = new_mem(b, dmd, DNNL_MEMORY_ALLOCATE, &dst)) != ENGINE_OK)
-        goto fail;
-    dnnl_exec_arg_t args[4] = {
-        {DNNL_ARG_SRC, b->cur}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dst}, {0, NULL}};
-    int nargs = 3;
-    if (ml->bias) {
-        if ((st = vector_mem(b, &b->r->lc[i].bias, ml->bias, l->out_channels)) != ENGINE_OK)
-            goto fail;
-        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, b->r->lc[i].bias};
-    }
-    if ((st = add_primitive(b, "conv", pd, nargs, args)) != ENGINE_OK)
-        goto fail;
-    b->cur = dst;
-    b->cur_md = *dmd;
+    st = add_weighted(b, i, "conv", pd, &wu_md, l->out_channels);
 fail:
     dnnl_primitive_attr_destroy(attr);
     dnnl_primitive_desc_destroy(pd);
@@ -439,28 +452,7 @@ static engine_status build_linear(builder *b, size_t i, const spec_layer *act, d
                                                 ml->bias ? &b_md : NULL, &dst_md));
         CK(dnnl_primitive_desc_create(&pd, &ipd, attr, b->r->eng, NULL));
     }
-    if ((st = connect(b, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0))) != ENGINE_OK)
-        goto fail;
-    dnnl_memory_t wmem, dst;
-    st = layer_weights(b, i, &wu_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
-                       &wmem);
-    if (st != ENGINE_OK)
-        goto fail;
-    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    if ((st = new_mem(b, dmd, DNNL_MEMORY_ALLOCATE, &dst)) != ENGINE_OK)
-        goto fail;
-    dnnl_exec_arg_t args[4] = {
-        {DNNL_ARG_SRC, b->cur}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dst}, {0, NULL}};
-    int nargs = 3;
-    if (ml->bias) {
-        if ((st = vector_mem(b, &b->r->lc[i].bias, ml->bias, l->out_features)) != ENGINE_OK)
-            goto fail;
-        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, b->r->lc[i].bias};
-    }
-    if ((st = add_primitive(b, "linear", pd, nargs, args)) != ENGINE_OK)
-        goto fail;
-    b->cur = dst;
-    b->cur_md = *dmd;
+    st = add_weighted(b, i, "linear", pd, &wu_md, l->out_features);
 fail:
     dnnl_primitive_attr_destroy(attr);
     dnnl_primitive_desc_destroy(pd);
