@@ -1,9 +1,9 @@
 /* json_scan.c - microbenchmark: decoding a 37,632-float KServe v2 JSON tensor, jansson vs scanner.
  *
  * Usage: bench_json [elements] [iterations]. Prints a markdown table of milliseconds per request
- * for jansson's tree (json_loadb, read every number, json_decref) and for infer_request_parse, which
- * takes the scanner path, and the ratio. Both see the same body (numbers printed with %.7g, as
- * clients typically send them).
+ * for jansson's tree (json_loadb, read every number, json_decref) and for infer_request_parse,
+ * which takes the scanner path, and the ratio. Both see the same body (numbers printed with %.7g,
+ * as clients typically send them).
  */
 #include "tensor.h"
 

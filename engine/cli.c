@@ -11,14 +11,15 @@
 
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: convserve-engine check MODEL_DIR...\n"
-                "       convserve-engine bench MODEL_DIR [--batch N] [--seconds S] [--threads T]\n"
-                "\n"
-                "check  loads each model folder with every load-time check, prints its layers with\n"
-                "       output shapes and parameter counts, builds and runs its plans, and prints the\n"
-                "       oneDNN kernels chosen. Exits 1 if any model fails.\n"
-                "bench  runs the model's configured input at batch N for S seconds (default 64, 3)\n"
-                "       and prints images per second and milliseconds per batch.\n");
+    fprintf(to,
+            "usage: convserve-engine check MODEL_DIR...\n"
+            "       convserve-engine bench MODEL_DIR [--batch N] [--seconds S] [--threads T]\n"
+            "\n"
+            "check  loads each model folder with every load-time check, prints its layers with\n"
+            "       output shapes and parameter counts, builds and runs its plans, and prints the\n"
+            "       oneDNN kernels chosen. Exits 1 if any model fails.\n"
+            "bench  runs the model's configured input at batch N for S seconds (default 64, 3)\n"
+            "       and prints images per second and milliseconds per batch.\n");
 }
 
 static void warn_to_stderr(void *ctx, const char *message)
@@ -67,8 +68,7 @@ static int check_one(const char *dir)
     int rank = configured_input(s, 1, dims);
     spec_shape *shapes = calloc(s->n_layers, sizeof *shapes);
     int bad;
-    if (!shapes ||
-        engine_model_shapes(m, dims, rank, shapes, &bad, err, sizeof err) != ENGINE_OK) {
+    if (!shapes || engine_model_shapes(m, dims, rank, shapes, &bad, err, sizeof err) != ENGINE_OK) {
         fprintf(stderr, "%s: %s\n", dir, err);
         goto done;
     }
@@ -97,8 +97,7 @@ static int check_one(const char *dir)
         fprintf(stderr, "%s: %s\n", dir, err);
         goto done;
     }
-    printf("  precision %s; kernels %s\n",
-           engine_runner_precision(r) == SPEC_BF16 ? "bf16" : "f32",
+    printf("  precision %s; kernels %s\n", engine_runner_precision(r) == SPEC_BF16 ? "bf16" : "f32",
            engine_runner_kernels(r, kernels, sizeof kernels));
     rc = 0;
 done:

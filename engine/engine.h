@@ -1,10 +1,10 @@
 /* engine.h - convserve's inference engine: load a model folder, check it, run batches on oneDNN.
  *
- * A model is loaded once and is read-only afterwards, so any thread may query it. Running it needs a
- * runner, which holds the oneDNN primitives, reordered weights and activation buffers. oneDNN's
- * Debian build keeps scratchpads in thread-local storage, so a primitive must run on the thread that
- * created it: a runner belongs to the thread that created it, and the engine checks that it is only
- * used there (using it from another thread is a bug and aborts).
+ * A model is loaded once and is read-only afterwards, so any thread may query it. Running it needs
+ * a runner, which holds the oneDNN primitives, reordered weights and activation buffers. oneDNN's
+ * Debian build keeps scratchpads in thread-local storage, so a primitive must run on the thread
+ * that created it: a runner belongs to the thread that created it, and the engine checks that it is
+ * only used there (using it from another thread is a bug and aborts).
  *
  *     char err[512];
  *     engine_model *m;
@@ -17,9 +17,8 @@
  *     engine_runner_warmup(r, err, sizeof err);                 // plans for the configured shape
  *     int64_t in_dims[4] = {16, 3, 28, 28};
  *     engine_tensor out;
- *     engine_runner_run(r, input, in_dims, 4, &out, err, sizeof err);   // out.data: [16, 10] floats
- *     engine_runner_destroy(r);
- *     engine_model_destroy(m);
+ *     engine_runner_run(r, input, in_dims, 4, &out, err, sizeof err);   // out.data: [16, 10]
+ * floats engine_runner_destroy(r); engine_model_destroy(m);
  *
  * Nothing here prints, and nothing a model file or an input can contain makes it abort.
  */

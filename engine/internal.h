@@ -6,7 +6,8 @@
 
 /* One layer's float32 tensors in PyTorch's layout, after BatchNorm folding. */
 typedef struct {
-    float *weight; /* Conv2d [OC, IC/G, KH, KW] (a following BatchNorm2d folded in); Linear [OUT, IN] */
+    float *weight; /* Conv2d [OC, IC/G, KH, KW] (a following BatchNorm2d folded in); Linear [OUT,
+                      IN] */
     float *bias;   /* [OC]; NULL when the layer has no bias and no BatchNorm was folded into it */
     float *mean, *var, *scale, *shift; /* a BatchNorm2d that runs as its own primitive, [C] each */
     bool folded;                       /* a BatchNorm2d folded into the convolution before it */

@@ -1,4 +1,5 @@
-/* model.c - loads a model folder: parses model.json, reads and checks the weights, folds BatchNorm. */
+/* model.c - loads a model folder: parses model.json, reads and checks the weights, folds BatchNorm.
+ */
 #include "internal.h"
 #include "safetensors.h"
 
@@ -13,8 +14,8 @@
 /* Weights files above this size are refused before anything is read. Small CNNs are megabytes; the
  * cap keeps a mistaken path (a dataset, a disk image) from being slurped into memory. */
 #define MODEL_MAX_WEIGHTS_BYTES ((size_t)2 << 30)
-#define MODEL_PATH_MAX 4096
-#define MODEL_ERR_MAX 512
+#define MODEL_PATH_MAX          4096
+#define MODEL_ERR_MAX           512
 
 bool model_layer_is_noop(const spec_layer *l)
 {
@@ -242,8 +243,8 @@ static engine_status load_layer(loader *ld, size_t i, model_layer *ml)
                     char label[SPEC_MAX_NAME + 64];
                     return engine_fail(ld->err, ld->errlen, ENGINE_E_MODEL,
                                        "%s: running_var[%lld] + eps is %g; expected > 0",
-                                       layer_label(ld->spec, i, label, sizeof label),
-                                       (long long)c, ml->var[c] + l->eps);
+                                       layer_label(ld->spec, i, label, sizeof label), (long long)c,
+                                       ml->var[c] + l->eps);
                 }
             }
         }

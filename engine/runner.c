@@ -9,18 +9,18 @@
  */
 #include "internal.h"
 
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
-#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum {
-    RUNNER_MAX_PLANS = 32,  /* cached shapes; the least recently used plan goes first */
-    RUNNER_MAX_ARGS = 8,    /* arguments of one primitive execution */
-    RUNNER_KERNELS = 1024,  /* bytes of the kernel list kept per plan */
+    RUNNER_MAX_PLANS = 32, /* cached shapes; the least recently used plan goes first */
+    RUNNER_MAX_ARGS = 8,   /* arguments of one primitive execution */
+    RUNNER_KERNELS = 1024, /* bytes of the kernel list kept per plan */
     RUNNER_MAX_BUCKET = 1 << 12,
 };
 
@@ -391,10 +391,9 @@ static engine_status build_conv(builder *b, size_t i, const spec_layer *act, con
         CK(dnnl_memory_desc_init_by_tag(&wu_md, 4, wd, dnnl_f32, dnnl_oihw));
     }
     dnnl_convolution_desc_t cd;
-    CK(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                  dnnl_convolution_direct, &src_md, &w_md,
-                                                  ml->bias ? &b_md : NULL, &dst_md, strides, dil,
-                                                  pl, pr));
+    CK(dnnl_dilated_convolution_forward_desc_init(
+        &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &w_md,
+        ml->bias ? &b_md : NULL, &dst_md, strides, dil, pl, pr));
     if ((st = post_op_attr(b, act, &attr)) != ENGINE_OK)
         goto fail;
     CK(dnnl_primitive_desc_create(&pd, &cd, attr, b->r->eng, NULL));
@@ -579,8 +578,7 @@ static engine_status build_simple(builder *b, size_t i, const spec_shape *out,
                                            : dnnl_pooling_avg_exclude_padding;
             }
         }
-        CK(dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, b->cur_md.data_type,
-                                        dnnl_format_tag_any));
+        CK(dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, b->cur_md.data_type, dnnl_format_tag_any));
         dnnl_pooling_v2_desc_t pd2;
         CK(dnnl_pooling_v2_forward_desc_init(&pd2, dnnl_forward_inference, alg, &b->cur_md,
                                              &dst_any, strides, kernel, dil, pl, pr));
@@ -854,8 +852,7 @@ engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t
     for (int i = 0; i < rank; i++)
         if (dims[i] < 1)
             return engine_fail(err, errlen, ENGINE_E_INPUT,
-                               "input dimension %d is %lld; expected >= 1", i,
-                               (long long)dims[i]);
+                               "input dimension %d is %lld; expected >= 1", i, (long long)dims[i]);
     /* Shape inference with the real N checks every dim and overflow before anything is built. */
     st = spec_infer(s, dims, rank, r->shapes, NULL, &bad, err, errlen);
     if (st != ENGINE_OK)

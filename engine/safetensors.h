@@ -1,4 +1,5 @@
-/* safetensors.h - a strict reader of the safetensors format (8-byte length, JSON header, raw bytes).
+/* safetensors.h - a strict reader of the safetensors format (8-byte length, JSON header, raw
+ * bytes).
  *
  * Usage:
  *     st_file *f;
@@ -79,7 +80,8 @@ const st_tensor *st_find(const st_file *f, const char *name);
 bool st_to_f32(const st_tensor *t, float *out);
 
 /* Writes a safetensors file holding F32 tensors, for tools and tests: names[i] with shapes[i]
- * (ranks[i] dims) and data[i]. Header padded with spaces to a multiple of 8, as the reference does. */
+ * (ranks[i] dims) and data[i]. Header padded with spaces to a multiple of 8, as the reference does.
+ */
 engine_status st_write_f32(const char *path, size_t n, const char *const *names, const int *ranks,
                            const int64_t *const *shapes, const float *const *data, char *err,
                            size_t errlen);

@@ -27,13 +27,13 @@
  * overflow and every allocation small; real small CNNs are orders of magnitude inside them. */
 enum {
     SPEC_MAX_LAYERS = 256,
-    SPEC_MAX_NAME = 128,         /* bytes of a layer or model name, NUL included */
-    SPEC_MAX_LABELS = 100000,    /* entries of output.labels */
-    SPEC_MAX_LABEL_LEN = 256,    /* bytes of one label, NUL included */
-    SPEC_MAX_DIM = 1 << 20,      /* any channel, feature, kernel, stride, padding or dilation value */
-    SPEC_MAX_BATCH = 4096,       /* max_batch_size */
-    SPEC_MAX_JSON = 4 << 20,     /* bytes of model.json */
-    SPEC_MAX_RANK = 4,           /* tensors are [N, C, H, W] or [N, F] */
+    SPEC_MAX_NAME = 128,      /* bytes of a layer or model name, NUL included */
+    SPEC_MAX_LABELS = 100000, /* entries of output.labels */
+    SPEC_MAX_LABEL_LEN = 256, /* bytes of one label, NUL included */
+    SPEC_MAX_DIM = 1 << 20,   /* any channel, feature, kernel, stride, padding or dilation value */
+    SPEC_MAX_BATCH = 4096,    /* max_batch_size */
+    SPEC_MAX_JSON = 4 << 20,  /* bytes of model.json */
+    SPEC_MAX_RANK = 4,        /* tensors are [N, C, H, W] or [N, F] */
 };
 
 /* The PyTorch class names this engine knows, in one table: enum value and model.json "op". */
@@ -153,20 +153,21 @@ typedef struct {
     int64_t pad_l[2], pad_r[2];
 } spec_padding;
 
-/* Runs shape inference for an input of `rank` dims (batch first). Fills out[i] with layer i's output
- * shape (and pads[i], if pads is not NULL). On failure returns ENGINE_E_INPUT (the input does not
- * fit) and sets *bad_layer to the index of the first layer that breaks (-1 if the input itself is
- * wrong), with a message such as
- *     "layer 7 Linear 'fc.0' expects 36864 features, input [1,3,30,30] gives 43264".
- * Dims of -1 in `in` are treated as unknown: checks that depend on them are skipped, so the load-time
- * check of a model with a free H or W covers what does not depend on H and W. */
+/* Runs shape inference for an input of `rank` dims (batch first). Fills out[i] with layer i's
+ * output shape (and pads[i], if pads is not NULL). On failure returns ENGINE_E_INPUT (the input
+ * does not fit) and sets *bad_layer to the index of the first layer that breaks (-1 if the input
+ * itself is wrong), with a message such as "layer 7 Linear 'fc.0' expects 36864 features, input
+ * [1,3,30,30] gives 43264". Dims of -1 in `in` are treated as unknown: checks that depend on them
+ * are skipped, so the load-time check of a model with a free H or W covers what does not depend on
+ * H and W. */
 engine_status spec_infer(const spec_model *m, const int64_t *in, int rank, spec_shape *out,
                          spec_padding *pads, int *bad_layer, char *err, size_t errlen);
 
 /* Formats a shape as "[1,3,28,28]" into buf; returns buf. */
 char *spec_shape_format(const spec_shape *s, char *buf, size_t len);
 
-/* Parameter count of a layer as PyTorch counts it (weights + biases + BN affine; not running stats). */
+/* Parameter count of a layer as PyTorch counts it (weights + biases + BN affine; not running
+ * stats). */
 int64_t spec_layer_params(const spec_layer *l);
 
 #endif

@@ -1,4 +1,5 @@
-/* api.c - the endpoints: KServe v2 (health, metadata, infer), shapes, TorchServe-style images, metrics. */
+/* api.c - the endpoints: KServe v2 (health, metadata, infer), shapes, TorchServe-style images,
+ * metrics. */
 #include "http.h"
 #include "image.h"
 #include "multipart.h"
@@ -224,9 +225,10 @@ static srv_status check_input(request *rq, const int64_t *dims, int rank, spec_s
                         spec_shape_format(&sb, b, sizeof b));
     }
     if (check_batch && dims[0] > me->max_batch)
-        return srv_fail(err, errlen, SRV_BAD_REQUEST,
-                        "batch size %lld exceeds max_batch_size %d of model '%s'; split the request",
-                        (long long)dims[0], me->max_batch, me->name);
+        return srv_fail(
+            err, errlen, SRV_BAD_REQUEST,
+            "batch size %lld exceeds max_batch_size %d of model '%s'; split the request",
+            (long long)dims[0], me->max_batch, me->name);
     if (rank == 4 && (sp->input_dims[1] < 0 || sp->input_dims[2] < 0) && dims[2] > 0 &&
         dims[3] > 0 && dims[2] > rq->srv->cfg.max_input_pixels / dims[3])
         return srv_fail(err, errlen, SRV_BAD_REQUEST,
@@ -296,8 +298,8 @@ static enum MHD_Result handle_model(request *rq)
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
     int bad;
     char err[256];
-    if (!shapes || engine_model_shapes(me->model, in, rank, shapes, &bad, err, sizeof err) !=
-                       ENGINE_OK) {
+    if (!shapes ||
+        engine_model_shapes(me->model, in, rank, shapes, &bad, err, sizeof err) != ENGINE_OK) {
         free(shapes);
         return http_reply_error(rq, SRV_INTERNAL, "cannot describe model '%s'", me->name);
     }
@@ -314,12 +316,11 @@ static enum MHD_Result handle_model(request *rq)
     text_put(&t, ",\"datatype\":\"FP32\",\"shape\":");
     put_dims(&t, out->d, out->rank);
     text_put(&t, "}],\"max_batch_size\":%d,\"dynamic_batching\":{\"max_queue_delay_us\":%lld}",
-             me->max_batch, (long long)(rq->srv->cfg.max_queue_delay_us >= 0
-                                            ? rq->srv->cfg.max_queue_delay_us
-                                            : sp->max_queue_delay_us));
+             me->max_batch,
+             (long long)(rq->srv->cfg.max_queue_delay_us >= 0 ? rq->srv->cfg.max_queue_delay_us
+                                                              : sp->max_queue_delay_us));
     text_put(&t, ",\"precision\":\"%s\",\"parameters\":%lld,\"random_weights\":%s",
-             sp->precision == SPEC_BF16 ? "bf16" : "f32",
-             (long long)engine_model_params(me->model),
+             sp->precision == SPEC_BF16 ? "bf16" : "f32", (long long)engine_model_params(me->model),
              engine_model_random_weights(me->model) ? "true" : "false");
     if (sp->labels) {
         text_put(&t, ",\"labels\":");
@@ -408,8 +409,8 @@ static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t 
                              rq->srv->cfg.max_image_pixels, rq->in + i * per, err, sizeof err);
         if (st != SRV_OK) {
             if (n > 1)
-                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu of %zu: %s", i + 1,
-                                n, err);
+                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu of %zu: %s", i + 1, n,
+                                err);
             return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "%s", err);
         }
     }
@@ -454,9 +455,8 @@ static enum MHD_Result handle_infer(request *rq)
     model_entry *me = rq->model;
     const spec_model *sp = engine_model_spec(me->model);
     infer_request *q = &rq->q;
-    srv_status st =
-        infer_request_parse(rq->body ? rq->body : "", rq->len, rq->header_len, q, rq->errbuf,
-                            sizeof rq->errbuf);
+    srv_status st = infer_request_parse(rq->body ? rq->body : "", rq->len, rq->header_len, q,
+                                        rq->errbuf, sizeof rq->errbuf);
     if (st != SRV_OK)
         return http_reply_error(rq, st, "%s", rq->errbuf);
     if (strcmp(q->input_name, sp->input_name))
@@ -496,8 +496,8 @@ static enum MHD_Result handle_predict(request *rq)
         char *end;
         long v = strtol(top, &end, 10);
         if (end == top || *end || v < 1 || v > SPEC_MAX_LABELS)
-            return http_reply_error(rq, SRV_BAD_REQUEST,
-                                    "top '%.32s' must be a positive integer", top);
+            return http_reply_error(rq, SRV_BAD_REQUEST, "top '%.32s' must be a positive integer",
+                                    top);
         rq->top = (int)v;
     }
     size_t max = (size_t)rq->srv->cfg.max_images;
@@ -584,10 +584,13 @@ enum MHD_Result api_handle(request *rq)
         return handle_metrics(rq);
     case ROUTE_OPTIONS: {
         static const char *const cors[] = {
-            "Access-Control-Allow-Methods", "GET, POST, PUT, OPTIONS",
+            "Access-Control-Allow-Methods",
+            "GET, POST, PUT, OPTIONS",
             "Access-Control-Allow-Headers",
             "Content-Type, Authorization, Inference-Header-Content-Length",
-            "Access-Control-Max-Age", "600", NULL};
+            "Access-Control-Max-Age",
+            "600",
+            NULL};
         return http_reply_raw(rq, 204, NULL, NULL, 0, cors);
     }
     case ROUTE_INFER:

@@ -11,7 +11,7 @@
 
 #define NS_PER_US INT64_C(1000)
 #define NS_PER_MS INT64_C(1000000)
-#define NS_PER_S INT64_C(1000000000)
+#define NS_PER_S  INT64_C(1000000000)
 
 struct batcher {
     const engine_model *m;
@@ -224,10 +224,9 @@ static void *worker_main(void *arg)
         while (expired) {
             batch_job *j = expired;
             expired = j->next;
-            snprintf(j->err, sizeof j->err,
-                     "request waited %lld ms in the queue; the limit is %lld ms",
-                     (long long)((now - j->enqueued_ns) / NS_PER_MS),
-                     (long long)b->o.queue_timeout_ms);
+            snprintf(
+                j->err, sizeof j->err, "request waited %lld ms in the queue; the limit is %lld ms",
+                (long long)((now - j->enqueued_ns) / NS_PER_MS), (long long)b->o.queue_timeout_ms);
             finish(j, SRV_UNAVAILABLE);
         }
         if (njobs > 0)
@@ -240,8 +239,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-srv_status batcher_create(const engine_model *m, const batcher_options *o, batcher **out,
-                          char *err, size_t errlen)
+srv_status batcher_create(const engine_model *m, const batcher_options *o, batcher **out, char *err,
+                          size_t errlen)
 {
     *out = NULL;
     batcher *b = calloc(1, sizeof *b);

@@ -37,9 +37,9 @@ struct batch_job {
     /* Set by the worker before done(). */
     srv_status status;
     char err[600];
-    int batch_size;       /* samples in the batch this job ran in */
-    int64_t enqueued_ns;  /* monotonic clock */
-    int64_t started_ns;   /* when its batch started running */
+    int batch_size;      /* samples in the batch this job ran in */
+    int64_t enqueued_ns; /* monotonic clock */
+    int64_t started_ns;  /* when its batch started running */
     int64_t finished_ns;
 
     batch_job *next; /* queue link, private */
@@ -48,9 +48,9 @@ struct batch_job {
 typedef struct {
     int max_batch;
     int64_t max_delay_us;
-    int max_queue;          /* jobs waiting; more are refused */
+    int max_queue; /* jobs waiting; more are refused */
     int64_t queue_timeout_ms;
-    int threads;            /* OpenMP team size of the worker; 0 = default */
+    int threads; /* OpenMP team size of the worker; 0 = default */
     /* Called on the worker thread after each batch: samples, jobs, and run time. */
     void (*on_batch)(void *ctx, int samples, int jobs, int64_t run_ns);
     void *on_batch_ctx;
@@ -58,8 +58,8 @@ typedef struct {
 
 typedef struct batcher batcher;
 
-srv_status batcher_create(const engine_model *m, const batcher_options *o, batcher **out,
-                          char *err, size_t errlen);
+srv_status batcher_create(const engine_model *m, const batcher_options *o, batcher **out, char *err,
+                          size_t errlen);
 /* Queues a job; SRV_UNAVAILABLE when the queue is full or the batcher is stopping. On success
  * done() will be called exactly once. */
 srv_status batcher_submit(batcher *b, batch_job *job, char *err, size_t errlen);

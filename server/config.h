@@ -20,7 +20,7 @@
        "OpenMP threads per inference worker; 0 = one per CPU")                                     \
     XX(max_body_bytes, "--max-body-bytes", "CONVSERVE_MAX_BODY_BYTES", INT, "67108864", 1024,      \
        1073741824, "largest request body; larger gets 413")                                        \
-    XX(max_image_pixels, "--max-image-pixels", "CONVSERVE_MAX_IMAGE_PIXELS", INT, "16777216", 1,  \
+    XX(max_image_pixels, "--max-image-pixels", "CONVSERVE_MAX_IMAGE_PIXELS", INT, "16777216", 1,   \
        1073741824, "largest width x height of an uploaded image (read from its header)")           \
     XX(max_input_pixels, "--max-input-pixels", "CONVSERVE_MAX_INPUT_PIXELS", INT, "1048576", 1,    \
        1073741824, "largest H x W of a tensor sent to a model whose H and W are free")             \
@@ -48,8 +48,8 @@
        "error, warn, info (one line per request) or debug")
 
 typedef struct {
-#define CONFIG_FIELD_STR(field) const char *field;
-#define CONFIG_FIELD_INT(field) int64_t field;
+#define CONFIG_FIELD_STR(field)                                 const char *field;
+#define CONFIG_FIELD_INT(field)                                 int64_t field;
 #define CONFIG_FIELD(field, flag, env, kind, def, lo, hi, help) CONFIG_FIELD_##kind(field)
     CONFIG_MAP(CONFIG_FIELD)
 #undef CONFIG_FIELD

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 enum {
-    HTTP_MAX_URL_LOG = 200,   /* bytes of the path kept for the access log */
+    HTTP_MAX_URL_LOG = 200, /* bytes of the path kept for the access log */
     HTTP_SHUTDOWN_POLL_MS = 20,
     HTTP_MEMORY_LIMIT = 64 * 1024, /* per-connection pool: headers and I/O buffers */
     HTTP_BODY_INITIAL = 64 * 1024,
@@ -60,9 +60,8 @@ static void add_common_headers(request *rq, struct MHD_Response *resp)
 static enum MHD_Result reply(request *rq, int code, const char *content_type, char *body,
                              size_t len, const char *const *headers)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, body ? body : "", body ? MHD_RESPMEM_MUST_FREE
-                                                                    : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        len, body ? body : "", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!resp) {
         free(body);
         return MHD_NO;
@@ -284,7 +283,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (rq->early != SRV_OK)
             return http_reply_error(rq, rq->early, "%s", rq->errbuf);
         if (rq->too_large)
-            return http_reply_error(rq, SRV_TOO_LARGE, "request body exceeds the limit of %lld bytes",
+            return http_reply_error(rq, SRV_TOO_LARGE,
+                                    "request body exceeds the limit of %lld bytes",
                                     (long long)s->cfg.max_body_bytes);
         return api_handle(rq);
     }
@@ -332,7 +332,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 bool http_start(server *s, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[16];
@@ -347,11 +348,10 @@ bool http_start(server *s, char *err, size_t errlen)
         flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->cfg.http_threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->cfg.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->cfg.connection_timeout,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->cfg.http_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)s->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)s->cfg.connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%lld (address in use, or not permitted)",

@@ -12,15 +12,15 @@
 #include "text.h"
 
 typedef enum {
-    ROUTE_HEALTH,   /* /v2/health/live, /v2/health/ready */
-    ROUTE_SERVER,   /* /v2 */
-    ROUTE_MODEL,    /* /v2/models/{name} */
-    ROUTE_READY,    /* /v2/models/{name}/ready */
-    ROUTE_INFER,    /* /v2/models/{name}/infer */
-    ROUTE_SHAPES,   /* /v2/models/{name}/shapes */
-    ROUTE_PREDICT,  /* /predictions/{name} */
-    ROUTE_METRICS,  /* /metrics */
-    ROUTE_OPTIONS,  /* CORS preflight */
+    ROUTE_HEALTH,  /* /v2/health/live, /v2/health/ready */
+    ROUTE_SERVER,  /* /v2 */
+    ROUTE_MODEL,   /* /v2/models/{name} */
+    ROUTE_READY,   /* /v2/models/{name}/ready */
+    ROUTE_INFER,   /* /v2/models/{name}/infer */
+    ROUTE_SHAPES,  /* /v2/models/{name}/shapes */
+    ROUTE_PREDICT, /* /predictions/{name} */
+    ROUTE_METRICS, /* /metrics */
+    ROUTE_OPTIONS, /* CORS preflight */
 } route_kind;
 
 typedef enum { RQ_RECEIVING, RQ_QUEUED, RQ_DONE } request_state;
@@ -39,7 +39,7 @@ typedef struct request {
     int model_index;
     char errbuf[1024];
     bool arrived_ready; /* the server was ready when the request arrived (not shutting down) */
-    srv_status early; /* an answer decided from the headers, sent once the body is in */
+    srv_status early;   /* an answer decided from the headers, sent once the body is in */
 
     char *body; /* collected body, up to the limit */
     size_t len, cap;
@@ -49,8 +49,8 @@ typedef struct request {
     /* inference */
     batch_job job;
     infer_request q;
-    float *in;  /* the model input, when built from images */
-    float *out; /* the output, filled by the worker */
+    float *in;            /* the model input, when built from images */
+    float *out;           /* the output, filled by the worker */
     spec_shape out_shape; /* of the whole request's output */
     int top;              /* /predictions?top=K */
     size_t header_len;

@@ -93,8 +93,8 @@ bool server_load_models(server *s, char *err, size_t errlen)
         me->max_batch = s->cfg.max_batch_size > 0 ? (int)s->cfg.max_batch_size : sp->max_batch_size;
         batcher_options bo = {
             .max_batch = me->max_batch,
-            .max_delay_us = s->cfg.max_queue_delay_us >= 0 ? s->cfg.max_queue_delay_us
-                                                           : sp->max_queue_delay_us,
+            .max_delay_us =
+                s->cfg.max_queue_delay_us >= 0 ? s->cfg.max_queue_delay_us : sp->max_queue_delay_us,
             .max_queue = (int)s->cfg.max_queue,
             .queue_timeout_ms = s->cfg.queue_timeout_ms,
             .threads = (int)s->cfg.infer_threads,
@@ -102,10 +102,11 @@ bool server_load_models(server *s, char *err, size_t errlen)
             .on_batch_ctx = me,
         };
         if (bo.queue_timeout_ms * 1000 <= bo.max_delay_us) {
-            snprintf(err, errlen,
-                     "model '%s': --queue-timeout-ms %lld must exceed its batching delay of %lld us, "
-                     "or every request would time out while it waits for its batch",
-                     sp->name, (long long)bo.queue_timeout_ms, (long long)bo.max_delay_us);
+            snprintf(
+                err, errlen,
+                "model '%s': --queue-timeout-ms %lld must exceed its batching delay of %lld us, "
+                "or every request would time out while it waits for its batch",
+                sp->name, (long long)bo.queue_timeout_ms, (long long)bo.max_delay_us);
             engine_model_destroy(me->model);
             s->nmodels = i;
             goto fail_models;

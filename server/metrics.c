@@ -10,9 +10,8 @@
 
 enum { METRICS_MAX_CODES = 16 };
 
-static const double latency_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                         0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
-                                         5,      10};
+static const double latency_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                         0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 #define LATENCY_BUCKETS (sizeof latency_buckets / sizeof latency_buckets[0])
 static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 #define BATCH_BUCKETS (sizeof batch_buckets / sizeof batch_buckets[0])
@@ -124,8 +123,9 @@ static void put_histogram(text *t, const char *name, const char *model, const hi
 {
     for (size_t i = 0; i < nb; i++)
         text_put(t, "%s_bucket{model=\"%s\",le=\"%g\"} %llu\n", name, model, bounds[i],
-            (unsigned long long)h->counts[i]);
-    text_put(t, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n", name, model, (unsigned long long)h->n);
+                 (unsigned long long)h->counts[i]);
+    text_put(t, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n", name, model,
+             (unsigned long long)h->n);
     text_put(t, "%s_sum{model=\"%s\"} %.9g\n", name, model, h->sum);
     text_put(t, "%s_count{model=\"%s\"} %llu\n", name, model, (unsigned long long)h->n);
 }
@@ -136,48 +136,50 @@ char *metrics_render(metrics *m, const int *queue_lengths, size_t *len)
     pthread_mutex_lock(&m->mu);
     int n = m->nmodels;
 
-    text_put(&t, "# HELP convserve_requests_total HTTP requests answered, by model and status code.\n"
-            "# TYPE convserve_requests_total counter\n");
+    text_put(&t,
+             "# HELP convserve_requests_total HTTP requests answered, by model and status code.\n"
+             "# TYPE convserve_requests_total counter\n");
     for (int i = 0; i <= n; i++) {
         const model_stats *s = &m->stats[i];
         for (int c = 0; c < s->ncodes; c++)
             text_put(&t, "convserve_requests_total{model=\"%s\",code=\"%d\"} %llu\n",
-                i < n ? m->names[i] : "", s->codes[c], (unsigned long long)s->code_counts[c]);
+                     i < n ? m->names[i] : "", s->codes[c], (unsigned long long)s->code_counts[c]);
     }
     text_put(&t, "# HELP convserve_request_duration_seconds Time from request headers to answer.\n"
-            "# TYPE convserve_request_duration_seconds histogram\n");
+                 "# TYPE convserve_request_duration_seconds histogram\n");
     for (int i = 0; i <= n; i++)
         put_histogram(&t, "convserve_request_duration_seconds", i < n ? m->names[i] : "",
                       &m->stats[i].request, latency_buckets, LATENCY_BUCKETS);
     text_put(&t, "# HELP convserve_queue_duration_seconds Time a request waited for its batch.\n"
-            "# TYPE convserve_queue_duration_seconds histogram\n");
+                 "# TYPE convserve_queue_duration_seconds histogram\n");
     for (int i = 0; i < n; i++)
         put_histogram(&t, "convserve_queue_duration_seconds", m->names[i], &m->stats[i].queue,
                       latency_buckets, LATENCY_BUCKETS);
     text_put(&t, "# HELP convserve_inference_duration_seconds Time the engine took per batch.\n"
-            "# TYPE convserve_inference_duration_seconds histogram\n");
+                 "# TYPE convserve_inference_duration_seconds histogram\n");
     for (int i = 0; i < n; i++)
         put_histogram(&t, "convserve_inference_duration_seconds", m->names[i], &m->stats[i].run,
                       latency_buckets, LATENCY_BUCKETS);
     text_put(&t, "# HELP convserve_batch_size Samples per executed batch.\n"
-            "# TYPE convserve_batch_size histogram\n");
+                 "# TYPE convserve_batch_size histogram\n");
     for (int i = 0; i < n; i++)
         put_histogram(&t, "convserve_batch_size", m->names[i], &m->stats[i].batch, batch_buckets,
                       BATCH_BUCKETS);
     text_put(&t, "# HELP convserve_inferences_total Samples run through each model.\n"
-            "# TYPE convserve_inferences_total counter\n");
+                 "# TYPE convserve_inferences_total counter\n");
     for (int i = 0; i < n; i++)
         text_put(&t, "convserve_inferences_total{model=\"%s\"} %llu\n", m->names[i],
-            (unsigned long long)m->stats[i].inferences);
+                 (unsigned long long)m->stats[i].inferences);
     text_put(&t, "# HELP convserve_queue_length Requests waiting in each model's queue.\n"
-            "# TYPE convserve_queue_length gauge\n");
+                 "# TYPE convserve_queue_length gauge\n");
     for (int i = 0; i < n; i++)
         text_put(&t, "convserve_queue_length{model=\"%s\"} %d\n", m->names[i],
-            queue_lengths ? queue_lengths[i] : 0);
-    text_put(&t, "# HELP convserve_inflight_requests Requests received and not yet answered.\n"
-            "# TYPE convserve_inflight_requests gauge\n"
-            "convserve_inflight_requests %lld\n",
-        (long long)m->inflight);
+                 queue_lengths ? queue_lengths[i] : 0);
+    text_put(&t,
+             "# HELP convserve_inflight_requests Requests received and not yet answered.\n"
+             "# TYPE convserve_inflight_requests gauge\n"
+             "convserve_inflight_requests %lld\n",
+             (long long)m->inflight);
     pthread_mutex_unlock(&m->mu);
     return text_take(&t, len);
 }

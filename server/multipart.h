@@ -19,7 +19,7 @@
 #include "status.h"
 
 enum {
-    MULTIPART_MAX_BOUNDARY = 70, /* RFC 2046 */
+    MULTIPART_MAX_BOUNDARY = 70,  /* RFC 2046 */
     MULTIPART_MAX_HEADERS = 8192, /* bytes of one part's header block */
 };
 

@@ -170,8 +170,8 @@ static srv_status fill_value(filler *f, const json_t *v)
     if (q->dtype == TENSOR_BYTES) {
         if (!json_is_string(v))
             return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
-                            "inputs[0].data[%zu] is %s; a BYTES input holds base64 strings",
-                            f->pos, json_type_name(v));
+                            "inputs[0].data[%zu] is %s; a BYTES input holds base64 strings", f->pos,
+                            json_type_name(v));
         q->elems[f->pos].data = (const uint8_t *)json_string_value(v); /* decoded later */
         q->elems[f->pos].len = json_string_length(v);
         f->pos++;
@@ -188,8 +188,9 @@ static srv_status fill_value(filler *f, const json_t *v)
     bool is_float_type =
         q->dtype == TENSOR_FP16 || q->dtype == TENSOR_FP32 || q->dtype == TENSOR_FP64;
     if (is_float_type ? !json_is_number(v) : !json_is_integer(v))
-        return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST, "inputs[0].data[%zu] is %s; expected %s",
-                        f->pos, json_type_name(v), is_float_type ? "a number" : "an integer");
+        return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
+                        "inputs[0].data[%zu] is %s; expected %s", f->pos, json_type_name(v),
+                        is_float_type ? "a number" : "an integer");
     if (!is_float_type && !int_in_range(json_integer_value(v), q->dtype))
         return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
                         "inputs[0].data[%zu] = %lld is out of range for %s", f->pos,
@@ -319,13 +320,14 @@ static srv_status parse_envelope(const json_t *root, infer_request *q, char *err
             return srv_fail(err, errlen, SRV_BAD_REQUEST, "outputs is %s; expected an array",
                             json_type_name(outputs));
         if (json_array_size(outputs) > TENSOR_MAX_OUTPUTS)
-            return srv_fail(err, errlen, SRV_BAD_REQUEST, "outputs has %zu entries; the limit is %d",
-                            json_array_size(outputs), TENSOR_MAX_OUTPUTS);
+            return srv_fail(err, errlen, SRV_BAD_REQUEST,
+                            "outputs has %zu entries; the limit is %d", json_array_size(outputs),
+                            TENSOR_MAX_OUTPUTS);
         for (size_t i = 0; i < json_array_size(outputs); i++) {
             const json_t *o = json_array_get(outputs, i);
             const json_t *name = json_is_object(o) ? json_object_get(o, "name") : NULL;
-            if (!name || !json_is_string(name) ||
-                json_string_length(name) >= TENSOR_MAX_NAME || json_string_length(name) == 0)
+            if (!name || !json_is_string(name) || json_string_length(name) >= TENSOR_MAX_NAME ||
+                json_string_length(name) == 0)
                 return srv_fail(err, errlen, SRV_BAD_REQUEST,
                                 "outputs[%zu] must be an object with a \"name\" string", i);
             memcpy(q->output_names[q->noutputs++], json_string_value(name),
@@ -335,8 +337,8 @@ static srv_status parse_envelope(const json_t *root, infer_request *q, char *err
             bool bin = false;
             const json_t *op = json_object_get(o, "parameters");
             if (op && !json_is_object(op))
-                return srv_fail(err, errlen, SRV_BAD_REQUEST, "%s is %s; expected an object",
-                                where, json_type_name(op));
+                return srv_fail(err, errlen, SRV_BAD_REQUEST, "%s is %s; expected an object", where,
+                                json_type_name(op));
             if ((s = parse_bool_param(op, "binary_data", &bin, where, err, errlen)) != SRV_OK)
                 return s;
             if (op && json_object_get(op, "binary_data"))
@@ -631,8 +633,7 @@ srv_status infer_request_parse(const char *body, size_t len, size_t header_len, 
             memcpy(copy, body, fast.d.begin);
             memcpy(copy + fast.d.begin, "[]", 2);
             memcpy(copy + fast.d.begin + 2, body + fast.d.end, tail);
-            srv_status s =
-                parse_request(copy, clen, body, len, header_len, q, &fast, err, errlen);
+            srv_status s = parse_request(copy, clen, body, len, header_len, q, &fast, err, errlen);
             free(copy);
             free(fast.values);
             if (s == SRV_OK)

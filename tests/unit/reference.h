@@ -1,4 +1,5 @@
-/* reference.h - plain C reference implementations of every layer, to check the oneDNN engine against. */
+/* reference.h - plain C reference implementations of every layer, to check the oneDNN engine
+ * against. */
 #ifndef CONVSERVE_REFERENCE_H
 #define CONVSERVE_REFERENCE_H
 

@@ -30,8 +30,8 @@ static void test_values(void)
     CHECK_INT(parse(j, v, 16, &n), SRV_OK);
     CHECK_INT(n, 8);
     /* Each must be exactly what strtof gives: correctly rounded floats. */
-    const char *texts[] = {"0.1", "-2.5e3", "1E-30", "123456789012345678901234", "-0", "3",
-                           "0.30000001", "1.17549435e-38"};
+    const char *texts[] = {"0.1", "-2.5e3", "1E-30",      "123456789012345678901234",
+                           "-0",  "3",      "0.30000001", "1.17549435e-38"};
     for (int i = 0; i < 8; i++)
         CHECK(v[i] == strtof(texts[i], NULL));
 }
