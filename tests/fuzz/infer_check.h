@@ -1,0 +1,53 @@
+/* infer_check.h - what fuzz_infer_json and fuzz_binary_tensor check about an infer_request that
+ * parsed: its shape, its element count, and that every byte it points to belongs to it. */
+#ifndef CONVSERVE_INFER_CHECK_H
+#define CONVSERVE_INFER_CHECK_H
+
+#include "fuzz_check.h"
+#include "tensor.h"
+
+/* Parses body[0, len) with header_len and checks the outcome; `body` must be an allocation of
+ * exactly len bytes so that ASan sees any read past it. */
+static inline void infer_check(const char *body, size_t len, size_t header_len)
+{
+    infer_request q;
+    char err[FUZZ_ERR_LEN];
+    fuzz_err_poison(err, sizeof err);
+    srv_status st = infer_request_parse(body, len, header_len, &q, err, sizeof err);
+    if (st != SRV_OK) {
+        FUZZ_CHECK(st == SRV_BAD_REQUEST);
+        FUZZ_CHECK(fuzz_err_written(err, sizeof err));
+        /* Nothing is left allocated after a failure: freeing again must be harmless. */
+        infer_request_free(&q);
+        return;
+    }
+    FUZZ_CHECK(q.rank >= 1 && q.rank <= TENSOR_MAX_RANK);
+    size_t count = 1;
+    for (int i = 0; i < q.rank; i++) {
+        FUZZ_CHECK(q.shape[i] >= 1);
+        FUZZ_CHECK(!__builtin_mul_overflow(count, (size_t)q.shape[i], &count));
+    }
+    FUZZ_CHECK(count == q.count);
+    FUZZ_CHECK(memchr(q.id, '\0', sizeof q.id) && memchr(q.input_name, '\0', sizeof q.input_name));
+    FUZZ_CHECK(q.noutputs >= 0 && q.noutputs <= TENSOR_MAX_OUTPUTS);
+    for (int i = 0; i < q.noutputs; i++)
+        FUZZ_CHECK(memchr(q.output_names[i], '\0', TENSOR_MAX_NAME) != NULL);
+    if (q.dtype == TENSOR_BYTES) {
+        FUZZ_CHECK(q.nelems == q.count && q.data == NULL);
+        FUZZ_CHECK(q.count == 0 || q.elems != NULL);
+        for (size_t i = 0; i < q.nelems; i++) {
+            /* An element is either a slice of the body or of the base64-decoded copy. */
+            if (!fuzz_within(q.elems[i].data, q.elems[i].len, body, len))
+                FUZZ_CHECK(q.owned != NULL);
+            fuzz_touch(q.elems[i].data, q.elems[i].len);
+        }
+    } else {
+        FUZZ_CHECK(q.elems == NULL && q.nelems == 0);
+        FUZZ_CHECK(q.count == 0 || q.data != NULL);
+        fuzz_touch(q.data, q.count * sizeof *q.data);
+    }
+    FUZZ_CHECK(tensor_dtype_name(q.dtype) != NULL);
+    infer_request_free(&q);
+}
+
+#endif
