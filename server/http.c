@@ -11,6 +11,8 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@ enum {
     HTTP_SHUTDOWN_POLL_MS = 20,
     HTTP_MEMORY_LIMIT = 64 * 1024, /* per-connection pool: headers and I/O buffers */
     HTTP_BODY_INITIAL = 64 * 1024,
+    HTTP_GUARD_TICK_MS = 250, /* how often the slow-client guard looks */
 };
 
 void server_log(const server *s, log_level level, const char *fmt, ...)
@@ -125,6 +128,142 @@ enum MHD_Result http_reply_error(request *rq, srv_status s, const char *fmt, ...
     return reply(rq, srv_status_http(s), "application/json", body, len, headers);
 }
 
+/* ---- slow clients -------------------------------------------------------------------------
+ *
+ * libmicrohttpd's connection timeout only closes connections that stay silent, so a client that
+ * sends one header byte a second would hold its connection forever, and enough of them would lock
+ * everyone out. The guard tracks each connection from the moment it has no request in the handler
+ * (opened, or its last request answered): if the next request has not reached the handler within
+ * --connection-timeout, a reaper thread shuts the socket down and MHD closes it. Bodies are bounded
+ * the same way in on_request. MHD reports a connection closed (removing it here, under the mutex)
+ * before it closes the socket, so the reaper can never shut down a reused descriptor. */
+
+typedef struct http_conn {
+    struct http_conn *prev, *next;
+    MHD_socket fd;
+    int64_t since_ns; /* when it last had no request in the handler */
+    bool busy;        /* a request is in the handler (receiving, queued or answering) */
+} http_conn;
+
+struct http_guard {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    http_conn *head;
+    bool stop;
+    int64_t timeout_ns;
+    pthread_t thread;
+    unsigned long reaped;
+};
+
+static void *guard_main(void *arg)
+{
+    struct http_guard *g = arg;
+    pthread_mutex_lock(&g->mu);
+    while (!g->stop) {
+        int64_t now = monotonic_ns();
+        for (http_conn *c = g->head; c; c = c->next) {
+            if (!c->busy && now - c->since_ns > g->timeout_ns) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->since_ns = now; /* once is enough; MHD closes it on its next read */
+                g->reaped++;
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += HTTP_GUARD_TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    server *s = cls;
+    struct http_guard *g = s->guard;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        http_conn *c = calloc(1, sizeof *c);
+        if (!c || !ci) {
+            free(c);
+            *socket_context = NULL;
+            return;
+        }
+        c->fd = ci->connect_fd;
+        c->since_ns = monotonic_ns();
+        pthread_mutex_lock(&g->mu);
+        c->next = g->head;
+        if (g->head)
+            g->head->prev = c;
+        g->head = c;
+        pthread_mutex_unlock(&g->mu);
+        *socket_context = c;
+    } else if (*socket_context) {
+        http_conn *c = *socket_context;
+        pthread_mutex_lock(&g->mu);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            g->head = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        pthread_mutex_unlock(&g->mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+static void guard_set_busy(server *s, http_conn *c, bool busy)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->guard->mu);
+    c->busy = busy;
+    c->since_ns = monotonic_ns();
+    pthread_mutex_unlock(&s->guard->mu);
+}
+
+static bool guard_start(server *s)
+{
+    struct http_guard *g = calloc(1, sizeof *g);
+    if (!g)
+        return false;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->timeout_ns = s->cfg.connection_timeout * INT64_C(1000000000);
+    if (pthread_create(&g->thread, NULL, guard_main, g) != 0) {
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->cv);
+        free(g);
+        return false;
+    }
+    s->guard = g;
+    return true;
+}
+
+static void guard_stop(server *s)
+{
+    struct http_guard *g = s->guard;
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->mu);
+    g->stop = true;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(g->thread, NULL);
+    /* MHD_stop_daemon has reported every connection closed, so the list is empty. */
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+    s->guard = NULL;
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 /* Compares without an early exit, so response timing tells nothing about the key. */
@@ -206,6 +345,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rq->t0 = monotonic_ns();
         rq->model_index = -1;
         rq->arrived_ready = atomic_load(&s->ready);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        rq->hc = ci ? ci->socket_context : NULL;
+        guard_set_busy(s, rq->hc, true);
         snprintf(rq->method, sizeof rq->method, "%s", method);
         snprintf(rq->path, sizeof rq->path, "%.*s", HTTP_MAX_URL_LOG, url);
         atomic_fetch_add(&s->inflight, 1);
@@ -254,6 +397,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size > 0) {
         size_t n = *upload_size;
         *upload_size = 0;
+        /* A body that trickles in (rather than stalls, which MHD's own timeout catches) may not
+         * hold the connection past the timeout either. */
+        if (monotonic_ns() - rq->t0 > s->cfg.connection_timeout * INT64_C(1000000000))
+            return MHD_NO;
         if (rq->too_large || rq->early != SRV_OK)
             return MHD_YES; /* the answer does not depend on these bytes */
         if (rq->len + n > (size_t)s->cfg.max_body_bytes) {
@@ -320,6 +467,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                    rq->path, code, rq->resp_bytes, (double)dt / 1e6, rq->job.batch_size,
                    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)");
     }
+    guard_set_busy(s, rq->hc, false);
     api_request_free(rq);
     free(rq->body);
     free(rq);
@@ -346,14 +494,21 @@ bool http_start(server *s, char *err, size_t errlen)
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    if (!guard_start(s)) {
+        freeaddrinfo(ai);
+        snprintf(err, errlen, "cannot start the slow-client guard thread");
+        return false;
+    }
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->cfg.http_threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)s->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)s->cfg.connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+        (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
+        guard_stop(s);
         snprintf(err, errlen, "cannot listen on %s:%lld (address in use, or not permitted)",
                  s->cfg.host, (long long)s->cfg.port);
         return false;
@@ -388,6 +543,7 @@ void http_shutdown(server *s)
         server_log(s, LOG_WARN, "%d requests were still open after %llds", left,
                    (long long)s->cfg.shutdown_timeout);
     MHD_stop_daemon(s->daemon);
+    guard_stop(s);
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd);
     s->daemon = NULL;

@@ -25,8 +25,11 @@ typedef enum {
 
 typedef enum { RQ_RECEIVING, RQ_QUEUED, RQ_DONE } request_state;
 
+struct http_conn;
+
 typedef struct request {
     server *srv;
+    struct http_conn *hc; /* the connection's entry in the slow-client guard */
     struct MHD_Connection *conn;
     int64_t t0;
     char method[16];
