@@ -47,6 +47,22 @@ void server_log(const server *s, log_level level, const char *fmt, ...)
     fprintf(stderr, "%s.%03ldZ %s %s\n", stamp, ts.tv_nsec / 1000000, names[level], line);
 }
 
+/* libmicrohttpd's own messages are about clients that went away or misbehaved (closed mid-request,
+ * timed out, sent a malformed header): useful when debugging, noise otherwise. They go through the
+ * server's log format at debug level instead of straight to stderr. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    const server *s = cls;
+    if (s->level < LOG_DEBUG)
+        return;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    server_log(s, LOG_DEBUG, "libmicrohttpd: %s", msg);
+}
+
 /* ---- replies ------------------------------------------------------------------------------ */
 
 static void add_common_headers(request *rq, struct MHD_Response *resp)
@@ -505,7 +521,8 @@ bool http_start(server *s, char *err, size_t errlen)
         (unsigned int)s->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)s->cfg.connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         guard_stop(s);
