@@ -24,7 +24,10 @@
  * F.interpolate(mode="bilinear", align_corners=False, antialias=False)), and writes CHW floats:
  * x = ((invert ? 255 - p : p) * scale - mean[c]) / std[c]. `pp` may be NULL or not present:
  * then scale 1/255, mean 0, std 1. Errors: SRV_BAD_REQUEST for bytes that are not a supported
- * image ("cannot decode image: <reason>"), SRV_TOO_LARGE for too many pixels. */
+ * image ("cannot decode image: <reason>"), SRV_TOO_LARGE for too many pixels. Only PNG, JPEG,
+ * BMP, GIF and binary 8-bit PNM (P5, P6) are accepted, by their magic bytes; other formats that
+ * stb_image could decode (TGA, PSD, HDR, PIC) and 16-bit PNM are refused, and so are JPEGs with
+ * malformed or undefined Huffman or quantization tables, before any stb_image call. */
 srv_status image_to_tensor(const uint8_t *buf, size_t len, const spec_preprocess *pp, int channels,
                            int64_t height, int64_t width, int64_t max_pixels, float *out, char *err,
                            size_t errlen);
