@@ -12,11 +12,11 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
-#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
