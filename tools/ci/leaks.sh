@@ -36,41 +36,15 @@ lsan)
 *) log "LEAKS_MODE is valgrind or lsan, not '$MODE'"; exit 2 ;;
 esac
 
-tools/deps.sh serve
-if [ "$MODE" = valgrind ] && ! command -v valgrind >/dev/null; then
-    log "installing valgrind"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        valgrind >/dev/null || { $sudo apt-get update -q >/dev/null &&
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        valgrind >/dev/null; }
-fi
+tools/deps.sh test   # valgrind among them
 if [ "${LEAKS_BUILD:-1}" != 0 ]; then
     cmake -S . -B "$BUILD" -DBUILD_TESTING=OFF "${CMAKE_ARGS[@]}" >/dev/null
     cmake --build "$BUILD" -j"$(nproc)" --target convserve
 fi
 
-# The driver in a process group of its own (job control: set -m): the trap kills the whole group,
-# so neither the server (under valgrind) nor a client thread outlives this script.
-PGID=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$PGID" ] && kill -0 -- "-$PGID" 2>/dev/null; then
-        log "stopping what the leak test left running (process group $PGID)"
-        kill -TERM -- "-$PGID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 -- "-$PGID" 2>/dev/null || break
-            sleep 0.2
-        done
-        kill -KILL -- "-$PGID" 2>/dev/null || true
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+GROUP_WHAT="leak test"
+# shellcheck source=tools/ci/group.sh
+. tools/ci/group.sh
 
 log "leaks ($MODE): about $REQUESTS requests against $BUILD/convserve"
 set -m

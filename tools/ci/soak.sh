@@ -21,41 +21,15 @@ export SOAK_SECONDS=${SOAK_SECONDS:-120}
 log() { printf '== %s\n' "$*" >&2; }
 
 # Dependencies: the build's, plus wrk (only what is missing).
-tools/deps.sh serve
-if ! command -v wrk >/dev/null; then
-    log "installing wrk"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk \
-        >/dev/null || { $sudo apt-get update -q >/dev/null &&
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk \
-        >/dev/null; }
-fi
+tools/deps.sh test   # wrk and valgrind among them
 if [ "${SOAK_BUILD:-1}" != 0 ]; then
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
     cmake --build "$BUILD" -j"$(nproc)" --target convserve
 fi
 
-# The driver in a process group of its own (job control: set -m): the trap kills the whole group,
-# so nothing it started (servers, wrk, slow clients) outlives this script, however it ends.
-PGID=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ -n "$PGID" ] && kill -0 -- "-$PGID" 2>/dev/null; then
-        log "stopping what the soak test left running (process group $PGID)"
-        kill -TERM -- "-$PGID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 -- "-$PGID" 2>/dev/null || break
-            sleep 0.2
-        done
-        kill -KILL -- "-$PGID" 2>/dev/null || true
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+GROUP_WHAT="soak test"
+# shellcheck source=tools/ci/group.sh
+. tools/ci/group.sh
 
 log "soak: ${SOAK_SECONDS}s of load against $BUILD/convserve"
 set -m
