@@ -574,8 +574,11 @@ static engine_status build_simple(builder *b, size_t i, const spec_shape *out,
                 dil[0] = l->dilation[0] - 1;
                 dil[1] = l->dilation[1] - 1;
             } else {
-                alg = l->count_include_pad ? dnnl_pooling_avg_include_padding
-                                           : dnnl_pooling_avg_exclude_padding;
+                /* Without padding both PyTorch divisors are the window's part inside the
+                 * input (ceil_mode windows included), which is oneDNN's exclude-padding. */
+                bool padded = l->padding[0] || l->padding[1];
+                alg = l->count_include_pad && padded ? dnnl_pooling_avg_include_padding
+                                                     : dnnl_pooling_avg_exclude_padding;
             }
         }
         CK(dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, b->cur_md.data_type, dnnl_format_tag_any));
