@@ -2,6 +2,7 @@
  * strtoll loop it replaced, then spec_infer of every shipped model (config/models) on the dims.
  *
  * Input layout: the query value as libmicrohttpd hands it over, already URL-decoded. */
+#include "../unit/query_reference.h"
 #include "fuzz_check.h"
 #include "query.h"
 #include "spec.h"
@@ -17,27 +18,6 @@ enum { MAX_MODELS = 64 };
 /* The shipped models' specs, loaded once; read-only afterwards. */
 static spec_model *models[MAX_MODELS];
 static int nmodels;
-
-/* handle_shapes before query_parse_dims, on a NUL-terminated copy: the reference. */
-static srv_status reference(const char *q, int64_t *out, int *n)
-{
-    *n = 0;
-    if (!*q)
-        return SRV_BAD_REQUEST;
-    for (const char *p = q; *p;) {
-        char *end;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || errno || v < 1 || v > INT32_MAX || *n == QUERY_MAX_DIMS ||
-            (*end && *end != ','))
-            return SRV_BAD_REQUEST;
-        out[(*n)++] = v;
-        p = *end ? end + 1 : end;
-        if (*end == ',' && !*p)
-            return SRV_BAD_REQUEST;
-    }
-    return SRV_OK;
-}
 
 static void load_model(const char *dir)
 {
@@ -102,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         copy[size] = '\0';
         int64_t want[QUERY_MAX_DIMS];
         int want_rank;
-        srv_status ws = reference(copy, want, &want_rank);
+        srv_status ws = query_reference(copy, want, &want_rank);
         free(copy);
         FUZZ_CHECK(ws == st);
         if (st == SRV_OK)

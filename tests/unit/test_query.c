@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "query.h"
+#include "query_reference.h"
 
 enum { ERR_LEN = 256 };
 
@@ -44,27 +45,6 @@ static void check_bad(const char *s, const char *msg)
     CHECK_INT(parse(s), SRV_BAD_REQUEST);
     CHECK_INT(rank, 0);
     CHECK_STR(err, msg);
-}
-
-/* handle_shapes as it was before query_parse_dims: the reference the function must agree with. */
-static srv_status reference(const char *q, int64_t *out, int *n)
-{
-    *n = 0;
-    if (!*q)
-        return SRV_BAD_REQUEST;
-    for (const char *p = q; *p;) {
-        char *end;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || errno || v < 1 || v > INT32_MAX || *n == QUERY_MAX_DIMS ||
-            (*end && *end != ','))
-            return SRV_BAD_REQUEST;
-        out[(*n)++] = v;
-        p = *end ? end + 1 : end;
-        if (*end == ',' && !*p)
-            return SRV_BAD_REQUEST;
-    }
-    return SRV_OK;
 }
 
 static void test_valid(void)
@@ -187,7 +167,7 @@ static void test_against_reference(void)
         s[n] = '\0';
         int64_t want[QUERY_MAX_DIMS];
         int want_rank;
-        srv_status ws = reference(s, want, &want_rank);
+        srv_status ws = query_reference(s, want, &want_rank);
         srv_status gs = parse(s);
         bool same =
             ws == gs && (gs != SRV_OK ||
