@@ -90,6 +90,10 @@ engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t
 /* The precision actually used: SPEC_BF16 only when the model asks for it and the CPU runs it. */
 spec_precision engine_runner_precision(const engine_runner *r);
 
+/* True when some primitive of the plans built so far runs oneDNN's reference (slow, "ref:") code:
+ * a lowering bug or an unsupported combination, which the server reports at load time. */
+bool engine_runner_uses_reference(const engine_runner *r);
+
 /* The oneDNN implementation of each primitive in the most recent plan, e.g. "brgconv:avx512_core",
  * joined by commas into buf (for logs and the load-time check that no reference kernel is used). */
 const char *engine_runner_kernels(const engine_runner *r, char *buf, size_t len);

@@ -40,6 +40,7 @@ typedef struct {
     size_t nmems, capmems;
     spec_shape out_shape;
     char kernels[RUNNER_KERNELS];
+    bool reference; /* a primitive of this plan runs a "ref:" kernel */
 } plan;
 
 /* One reordered copy of a layer's weights in a layout some primitive asked for. */
@@ -71,6 +72,7 @@ struct engine_runner {
     spec_shape *shapes; /* scratch for shape inference, one per layer */
     spec_padding *pads;
     const plan *last;
+    bool reference; /* some primitive built so far is a "ref:" kernel */
 };
 
 /* Every oneDNN call is checked; a failure names the call and where it was made. Used inside
@@ -148,6 +150,8 @@ static void plan_note_kernel(plan *p, const char *what, const_dnnl_primitive_des
 {
     const char *impl = "?";
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    if (!strncmp(impl, "ref:", 4))
+        p->reference = true;
     size_t o = strlen(p->kernels);
     if (o + 1 < sizeof p->kernels)
         snprintf(p->kernels + o, sizeof p->kernels - o, "%s%s=%s", o ? "," : "", what, impl);
@@ -815,6 +819,7 @@ static engine_status get_plan(engine_runner *r, int64_t n, int64_t h, int64_t w,
         r->plans[lru] = r->plans[--r->nplans];
     }
     p->last_used = ++r->tick;
+    r->reference |= p->reference;
     r->plans[r->nplans++] = p;
     *out = p;
     return ENGINE_OK;
@@ -933,6 +938,11 @@ engine_status engine_runner_warmup(engine_runner *r, char *err, size_t errlen)
 spec_precision engine_runner_precision(const engine_runner *r)
 {
     return r->precision;
+}
+
+bool engine_runner_uses_reference(const engine_runner *r)
+{
+    return r->reference;
 }
 
 const char *engine_runner_kernels(const engine_runner *r, char *buf, size_t len)
