@@ -9,16 +9,18 @@
  *     char err[512];
  *     engine_model *m;
  *     if (engine_model_load("config/models/cnn_bn", NULL, &m, err, sizeof err) != ENGINE_OK)
- *         die(err);               // names the model, the layer and what was wrong
+ *         die(err);                  // names the model, the layer and what was wrong
  *
  *     // on the inference thread:
  *     engine_runner *r;
- *     engine_runner_create(m, 0, &r, err, sizeof err);
- *     engine_runner_warmup(r, err, sizeof err);                 // plans for the configured shape
+ *     engine_runner_options o = {.threads = 2};
+ *     engine_runner_create(m, &o, &r, err, sizeof err);
+ *     engine_runner_warmup(r, err, sizeof err);  // plans and times every batch size
  *     int64_t in_dims[4] = {16, 3, 28, 28};
  *     engine_tensor out;
- *     engine_runner_run(r, input, in_dims, 4, &out, err, sizeof err);   // out.data: [16, 10]
- * floats engine_runner_destroy(r); engine_model_destroy(m);
+ *     engine_runner_run(r, input, in_dims, 4, &out, err, sizeof err);  // out.data: [16, 10]
+ *     engine_runner_destroy(r);
+ *     engine_model_destroy(m);
  *
  * Nothing here prints, and nothing a model file or an input can contain makes it abort.
  */
@@ -42,7 +44,7 @@ typedef struct {
     void *warn_ctx;
 } engine_load_options;
 
-/* Reads <dir>/model.json and its weights, checks every tensor and the layer chain against the
+/* Reads <dir>/model.json and its weights, checks every tensor and the layer graph against the
  * configured input, folds BatchNorm into the convolution before it, and keeps float32 weights. */
 engine_status engine_model_load(const char *dir, const engine_load_options *opts,
                                 engine_model **out, char *err, size_t errlen);
@@ -70,22 +72,50 @@ typedef struct {
     size_t count;
 } engine_tensor;
 
-/* Creates a runner owned by the calling thread. `threads` is the OpenMP team size its primitives
- * use (0 keeps the OpenMP default, OMP_NUM_THREADS or one per CPU). */
-engine_status engine_runner_create(const engine_model *m, int threads, engine_runner **out,
-                                   char *err, size_t errlen);
+/* The plans of a runner (their primitives, and the activations and scratch space of the largest)
+ * stay within this many bytes unless its options say otherwise. */
+#define ENGINE_DEFAULT_CACHE_BYTES ((size_t)2 << 30)
+
+typedef struct {
+    int threads;        /* OpenMP team size of its primitives; 0 = OMP_NUM_THREADS or one per CPU */
+    int max_batch;      /* the largest batch it plans for; 0 = the model's max_batch_size */
+    size_t cache_bytes; /* budget of its plans; 0 = ENGINE_DEFAULT_CACHE_BYTES. An input whose
+                           plan alone exceeds it is refused with ENGINE_E_LIMIT. */
+} engine_runner_options;
+
+/* Creates a runner owned by the calling thread; `o` may be NULL for the defaults. */
+engine_status engine_runner_create(const engine_model *m, const engine_runner_options *o,
+                                   engine_runner **out, char *err, size_t errlen);
 void engine_runner_destroy(engine_runner *r);
 
-/* Builds the plans for the configured input shape at every batch bucket up to max_batch_size and
- * runs each once, so the first request pays no JIT cost. A model whose H or W is free warms up the
- * preprocess resize size if it has one, and otherwise nothing. */
+/* Builds the plans for the configured input shape at every batch size it keeps plans for (1, 2, 3,
+ * 4, 6, 8, 12, ... up to max_batch_size) and times each, so the first request pays no JIT cost and
+ * batches are split by measured cost. A model whose H or W is free warms up the preprocess resize
+ * size if it has one, and otherwise nothing. */
 engine_status engine_runner_warmup(engine_runner *r, char *err, size_t errlen);
 
-/* Runs a batch: `in` is float32 row-major [N, C, H, W] (or [N, F]). Any N >= 1 works; it is split
- * into batch buckets without copying. Returns ENGINE_E_INPUT with a precise message when the shape
- * does not fit the model. */
+/* Runs a batch: `in` is float32 row-major [N, C, H, W] (or [N, F]). Any N >= 1 works: it runs as
+ * the cheapest cover of N by the planned batch sizes (splitting, or padding the last one). Returns
+ * ENGINE_E_INPUT with a precise message when the shape does not fit the model, ENGINE_E_LIMIT when
+ * it needs more memory than the runner's budget. */
 engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t *dims, int rank,
                                 engine_tensor *out, char *err, size_t errlen);
+
+/* The expected time in nanoseconds of a batch of n at input height h and width w (0 for [N, F]
+ * inputs), from the run times measured so far (the warm-up's for the configured shape). */
+double engine_runner_batch_ns(engine_runner *r, int64_t n, int64_t h, int64_t w);
+
+typedef struct {
+    size_t weight_bytes;     /* reordered weights */
+    size_t arena_bytes;      /* activations and scratch space held now */
+    size_t primitive_bytes;  /* what the cached plans' primitives hold */
+    size_t plans;            /* cached plans */
+    size_t last_arena_bytes; /* the last plan run: activations with buffers reused by lifetime */
+    size_t last_unplanned_bytes; /* ... and what they would take without reuse */
+} engine_runner_usage_info;
+
+/* Memory the runner holds, for logs, metrics and benchmarks. */
+void engine_runner_usage(const engine_runner *r, engine_runner_usage_info *u);
 
 /* The precision actually used: SPEC_BF16 only when the model asks for it and the CPU runs it. */
 spec_precision engine_runner_precision(const engine_runner *r);

@@ -1,4 +1,5 @@
-/* model.c - loads a model folder: parses model.json, reads and checks the weights, folds BatchNorm.
+/* model.c - loads a model folder: parses model.json, reads and checks the weights, and lowers the
+ * layer graph into nodes (BatchNorm folded into convolutions, activations and residual adds fused).
  */
 #include "internal.h"
 #include "safetensors.h"
@@ -17,32 +18,14 @@
 #define MODEL_PATH_MAX          4096
 #define MODEL_ERR_MAX           512
 
-bool model_layer_is_noop(const spec_layer *l)
+const char *model_node_kind_name(node_kind k)
 {
-    return l->op == SPEC_DROPOUT || l->op == SPEC_DROPOUT2D || l->op == SPEC_IDENTITY;
-}
-
-bool model_layer_is_eltwise(const spec_layer *l)
-{
-    switch (l->op) {
-    case SPEC_RELU:
-    case SPEC_LEAKYRELU:
-    case SPEC_SIGMOID:
-    case SPEC_TANH:
-    case SPEC_GELU:
-        return true;
-    default:
-        return false;
-    }
-}
-
-size_t model_next_layer(const engine_model *m, size_t i)
-{
-    size_t j = i + 1;
-    while (j < m->spec->n_layers &&
-           (model_layer_is_noop(&m->spec->layers[j]) || m->layers[j].folded))
-        j++;
-    return j;
+    static const char *const names[] = {
+#define NODE_KIND_NAME(kind) #kind,
+        NODE_KIND_MAP(NODE_KIND_NAME)
+#undef NODE_KIND_NAME
+    };
+    return (size_t)k < sizeof names / sizeof names[0] ? names[k] + 5 : "?"; /* drop "NODE_" */
 }
 
 /* Reads a whole file of at most `max` bytes. */
@@ -84,27 +67,6 @@ fail:
     return st;
 }
 
-/* "layer 3 (Conv2d 'conv.3')" or "layer 2 (ReLU)". */
-static const char *layer_label(const spec_model *s, size_t i, char *buf, size_t len)
-{
-    const spec_layer *l = &s->layers[i];
-    if (l->name[0])
-        snprintf(buf, len, "layer %zu (%s '%s')", i, spec_op_name(l->op), l->name);
-    else
-        snprintf(buf, len, "layer %zu (%s)", i, spec_op_name(l->op));
-    return buf;
-}
-
-static void format_dims(const int64_t *d, int rank, char *buf, size_t len)
-{
-    size_t o = 0;
-    o += (size_t)snprintf(buf + o, len - o, "[");
-    for (int i = 0; i < rank && o < len; i++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%" PRId64, i ? "," : "", d[i]);
-    if (o < len)
-        snprintf(buf + o, len - o, "]");
-}
-
 /* A deterministic generator for PyTorch-style initialisation (splitmix64). The same seed gives the
  * same weights on every machine, so a model without weights still answers reproducibly. */
 static uint64_t rng_next(uint64_t *state)
@@ -139,7 +101,7 @@ static engine_status load_tensor(loader *ld, size_t layer, const char *suffix, i
                                  const int64_t *shape, double bound, float fill, float **out)
 {
     const spec_layer *l = &ld->spec->layers[layer];
-    char label[SPEC_MAX_NAME + 64], name[ST_MAX_NAME], want[128], got[128];
+    char label[SPEC_LABEL_LEN], name[ST_MAX_NAME], want[128], got[128];
     size_t n = 1;
     for (int i = 0; i < rank; i++)
         n *= (size_t)shape[i]; /* bounded: spec limits every dim and spec_infer the products */
@@ -157,12 +119,12 @@ static engine_status load_tensor(loader *ld, size_t layer, const char *suffix, i
         return ENGINE_OK;
     }
 
-    layer_label(ld->spec, layer, label, sizeof label);
+    spec_layer_label(ld->spec, layer, label, sizeof label);
     if ((size_t)snprintf(name, sizeof name, "%s.%s", l->name, suffix) >= sizeof name) {
         free(x);
         return engine_fail(ld->err, ld->errlen, ENGINE_E_MODEL, "%s: tensor name too long", label);
     }
-    format_dims(shape, rank, want, sizeof want);
+    spec_dims_format(shape, rank, want, sizeof want);
     const st_tensor *t = NULL;
     size_t index = 0;
     for (; index < st_count(ld->st) && !t; index++)
@@ -174,7 +136,7 @@ static engine_status load_tensor(loader *ld, size_t layer, const char *suffix, i
                            "%s: tensor '%s' %s is missing from the weights file", label, name,
                            want);
     }
-    format_dims(t->shape, t->rank, got, sizeof got);
+    spec_dims_format(t->shape, t->rank, got, sizeof got);
     bool same = t->rank == rank;
     for (int i = 0; same && i < rank; i++)
         same = t->shape[i] == shape[i];
@@ -240,11 +202,11 @@ static engine_status load_layer(loader *ld, size_t i, model_layer *ml)
         if (st == ENGINE_OK) {
             for (int64_t c = 0; c < l->num_features; c++) {
                 if (!(ml->var[c] + l->eps > 0)) {
-                    char label[SPEC_MAX_NAME + 64];
+                    char label[SPEC_LABEL_LEN];
                     return engine_fail(ld->err, ld->errlen, ENGINE_E_MODEL,
                                        "%s: running_var[%lld] + eps is %g; expected > 0",
-                                       layer_label(ld->spec, i, label, sizeof label), (long long)c,
-                                       ml->var[c] + l->eps);
+                                       spec_layer_label(ld->spec, i, label, sizeof label),
+                                       (long long)c, ml->var[c] + l->eps);
                 }
             }
         }
@@ -259,7 +221,7 @@ static engine_status load_layer(loader *ld, size_t i, model_layer *ml)
 /* Folds an eval-mode BatchNorm2d into the convolution before it, per output channel, in double:
  * W' = W * s, b' = (b - mean) * s + beta, with s = gamma / sqrt(var + eps). */
 static engine_status fold_batchnorm(const spec_layer *conv, model_layer *c, const spec_layer *bnl,
-                                    model_layer *bn, char *err, size_t errlen)
+                                    const model_layer *bn, char *err, size_t errlen)
 {
     int64_t oc = conv->out_channels;
     size_t per = (size_t)(conv->in_channels / conv->groups * conv->kernel[0] * conv->kernel[1]);
@@ -274,8 +236,167 @@ static engine_status fold_batchnorm(const spec_layer *conv, model_layer *c, cons
             c->weight[(size_t)o * per + k] = (float)((double)c->weight[(size_t)o * per + k] * s);
         c->bias[o] = (float)(((double)c->bias[o] - bn->mean[o]) * s + bn->shift[o]);
     }
-    bn->folded = true;
     return ENGINE_OK;
+}
+
+/* ---- lowering ------------------------------------------------------------------------------ */
+
+/* Adds a node computing `layer` from the values `inputs` (copied). */
+static engine_status add_node(engine_model *m, node_kind kind, int layer, const int *inputs,
+                              int n_inputs, char *err, size_t errlen)
+{
+    node *nd = &m->nodes[m->n_nodes];
+    nd->inputs = malloc((size_t)n_inputs * sizeof *nd->inputs);
+    if (!nd->inputs)
+        return engine_fail(err, errlen, ENGINE_E_NOMEM, "out of memory");
+    memcpy(nd->inputs, inputs, (size_t)n_inputs * sizeof *inputs);
+    nd->n_inputs = n_inputs;
+    nd->kind = kind;
+    nd->layer = nd->out_layer = layer;
+    nd->sum_input = NODE_NO_SUM;
+    m->layer_value[layer] = m->n_nodes++;
+    return ENGINE_OK;
+}
+
+static node_kind kind_of(spec_op op)
+{
+    switch (op) {
+    case SPEC_CONV2D:
+        return NODE_CONV;
+    case SPEC_LINEAR:
+        return NODE_LINEAR;
+    case SPEC_BATCHNORM2D:
+        return NODE_BNORM;
+    case SPEC_MAXPOOL2D:
+    case SPEC_AVGPOOL2D:
+        return NODE_POOL;
+    case SPEC_ADAPTIVEAVGPOOL2D:
+        return NODE_ADAPTIVE;
+    case SPEC_MEAN:
+        return NODE_MEAN;
+    case SPEC_SOFTMAX:
+    case SPEC_LOGSOFTMAX:
+        return NODE_SOFTMAX;
+    case SPEC_FLATTEN:
+        return NODE_FLATTEN;
+    case SPEC_ADD:
+        return NODE_ADD;
+    case SPEC_MUL:
+        return NODE_MUL;
+    case SPEC_CAT:
+        return NODE_CAT;
+    default:
+        return NODE_ELTWISE;
+    }
+}
+
+/* The node producing value v, when nothing else reads its output yet and it takes post-ops: only
+ * then can a following layer be folded or fused into it without changing what others see. */
+static node *fusable(engine_model *m, const int *readers, int v)
+{
+    if (v < 0)
+        return NULL;
+    node *nd = &m->nodes[v];
+    return readers[nd->out_layer] == 1 ? nd : NULL;
+}
+
+/* Lowers the layer graph into nodes: no-ops vanish, a BatchNorm2d right after a convolution is
+ * folded into its weights, activations become post-ops of the convolution, linear or binary op
+ * before them, and a two-input Add becomes a sum post-op of the convolution producing one operand
+ * (the later one, so that the other exists when it runs). */
+static engine_status lower(engine_model *m, char *err, size_t errlen)
+{
+    const spec_model *s = m->spec;
+    size_t n = s->n_layers;
+    engine_status st = ENGINE_OK;
+    /* How many computing layers read each layer's output, looking through no-ops. Readers always
+     * come later, so one backward pass settles every count. */
+    int *readers = calloc(n, sizeof *readers);
+    int *srcs = malloc(SPEC_MAX_INPUTS * sizeof *srcs);
+    m->nodes = calloc(n, sizeof *m->nodes);
+    m->layer_value = malloc(n * sizeof *m->layer_value);
+    if (!readers || !srcs || !m->nodes || !m->layer_value) {
+        st = engine_fail(err, errlen, ENGINE_E_NOMEM, "out of memory");
+        goto done;
+    }
+    readers[n - 1] = 1; /* the model's output */
+    for (size_t j = n; j-- > 0;) {
+        const spec_layer *l = &s->layers[j];
+        for (int k = 0; k < l->n_inputs; k++)
+            if (l->inputs[k] != SPEC_INPUT)
+                readers[l->inputs[k]] += spec_op_is_noop(l->op) ? readers[j] : 1;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        const spec_layer *l = &s->layers[i];
+        for (int k = 0; k < l->n_inputs; k++)
+            srcs[k] = l->inputs[k] == SPEC_INPUT ? SPEC_INPUT : m->layer_value[l->inputs[k]];
+        if (spec_op_is_noop(l->op) || (l->op == SPEC_CAT && l->n_inputs == 1)) {
+            m->layer_value[i] = srcs[0];
+            continue;
+        }
+        node *p = fusable(m, readers, srcs[0]);
+        if (l->op == SPEC_BATCHNORM2D && p && p->kind == NODE_CONV && p->n_post == 0 &&
+            p->sum_input == NODE_NO_SUM) {
+            st = fold_batchnorm(&s->layers[p->layer], &m->layers[p->layer], l, &m->layers[i], err,
+                                errlen);
+            if (st != ENGINE_OK)
+                goto done;
+            p->out_layer = (int)i;
+            m->layer_value[i] = srcs[0];
+            continue;
+        }
+        bool takes_post = p &&
+                          (p->kind == NODE_CONV || p->kind == NODE_LINEAR || p->kind == NODE_ADD ||
+                           p->kind == NODE_MUL) &&
+                          p->n_post < NODE_MAX_POST;
+        if (spec_op_is_activation(l->op) && takes_post) {
+            p->post[p->n_post++] = (int)i;
+            p->out_layer = (int)i;
+            m->layer_value[i] = srcs[0];
+            continue;
+        }
+        if (l->op == SPEC_ADD && l->n_inputs == 2) {
+            node *best = NULL;
+            int other = 0;
+            for (int k = 0; k < 2; k++) {
+                node *c = fusable(m, readers, srcs[k]);
+                int w = srcs[1 - k];
+                if (c && c->kind == NODE_CONV && c->n_post == 0 && c->sum_input == NODE_NO_SUM &&
+                    w != srcs[k] && w < srcs[k] && (!best || c > best)) {
+                    best = c;
+                    other = w;
+                }
+            }
+            if (best) {
+                best->sum_input = other;
+                best->out_layer = (int)i;
+                m->layer_value[i] = (int)(best - m->nodes);
+                continue;
+            }
+        }
+        st = add_node(m, kind_of(l->op), (int)i, srcs, l->n_inputs, err, errlen);
+        if (st != ENGINE_OK)
+            goto done;
+    }
+
+    for (int v = 0; v < m->n_nodes; v++)
+        m->nodes[v].last_use = v;
+    for (int v = 0; v < m->n_nodes; v++) {
+        node *nd = &m->nodes[v];
+        for (int k = 0; k < nd->n_inputs; k++)
+            if (nd->inputs[k] >= 0)
+                m->nodes[nd->inputs[k]].last_use = v;
+        if (nd->sum_input >= 0)
+            m->nodes[nd->sum_input].last_use = v;
+    }
+    /* A model whose output is its input (only no-ops) has no node; the runner copies. */
+    if (m->layer_value[n - 1] >= 0)
+        m->nodes[m->layer_value[n - 1]].last_use = m->n_nodes;
+done:
+    free(readers);
+    free(srcs);
+    return st;
 }
 
 static void free_layers(model_layer *layers, size_t n)
@@ -297,6 +418,10 @@ void engine_model_destroy(engine_model *m)
 {
     if (!m)
         return;
+    for (int i = 0; m->nodes && i < m->n_nodes; i++)
+        free(m->nodes[i].inputs);
+    free(m->nodes);
+    free(m->layer_value);
     if (m->spec)
         free_layers(m->layers, m->spec->n_layers);
     spec_destroy(m->spec);
@@ -304,7 +429,7 @@ void engine_model_destroy(engine_model *m)
 }
 
 /* Checks the configured input through every layer, with free H or W left unknown. */
-static engine_status check_chain(const engine_model *m, char *err, size_t errlen)
+static engine_status check_graph(const engine_model *m, char *err, size_t errlen)
 {
     const spec_model *s = m->spec;
     int64_t in[SPEC_MAX_RANK] = {1};
@@ -366,8 +491,8 @@ engine_status engine_model_load_mem(const char *json, size_t json_len, const uin
     }
     m->random_weights = !s->weights;
 
-    /* Check the layer chain first: it bounds every dimension the weights use. */
-    st = check_chain(m, msg, sizeof msg);
+    /* Check the layer graph first: it bounds every dimension the weights use. */
+    st = check_graph(m, msg, sizeof msg);
     if (st != ENGINE_OK) {
         engine_fail(err, errlen, st, "model '%s': %s", s->name, msg);
         goto fail;
@@ -392,18 +517,10 @@ engine_status engine_model_load_mem(const char *json, size_t json_len, const uin
         m->params += spec_layer_params(&s->layers[i]);
     }
 
-    /* Fold each BatchNorm2d that directly follows a convolution (no-ops between are fine). A
-     * BatchNorm after an activation, or first, runs as its own primitive. */
-    for (size_t i = 0; i < s->n_layers; i++) {
-        if (s->layers[i].op != SPEC_CONV2D)
-            continue;
-        size_t j = model_next_layer(m, i);
-        if (j < s->n_layers && s->layers[j].op == SPEC_BATCHNORM2D) {
-            st = fold_batchnorm(&s->layers[i], &m->layers[i], &s->layers[j], &m->layers[j], err,
-                                errlen);
-            if (st != ENGINE_OK)
-                goto fail;
-        }
+    st = lower(m, msg, sizeof msg);
+    if (st != ENGINE_OK) {
+        engine_fail(err, errlen, st, "model '%s': %s", s->name, msg);
+        goto fail;
     }
 
     if (stf && opts && opts->warn) {

@@ -1,21 +1,23 @@
-/* spec.c - reads model.json into a spec_model and runs PyTorch's output-size formula through it. */
+/* spec.c - reads model.json into a spec_model: fields with PyTorch's defaults, and the layer graph.
+ */
 #include "spec.h"
 
-#include <assert.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Text buffer sizes. A layer prefix holds "layer 255 (AdaptiveAvgPool2d '<127-byte name>'): ". */
+/* Text buffer sizes. A layer prefix is a layer label and ": ". */
 enum {
-    PREFIX_LEN = 192,
+    PREFIX_LEN = SPEC_LABEL_LEN + 4,
     VALUE_TEXT_LEN = 64,   /* a JSON value quoted in a message, truncated with "..." */
     SMALL_ARRAY = 4,       /* arrays up to this size are quoted in messages, longer ones counted */
     KEY_LIST_LEN = 320,    /* "(Conv2d takes: name, in_channels, ...)" */
     SHAPE_TEXT_LEN = 112,  /* "[N,C,H,W]" with four 20-digit numbers */
     FIELD_LEN = 64,        /* "shape[1]", "labels[99999]" */
+    ERR_TEXT_LEN = 512,    /* a message before its layer label is put in front */
     WEIGHTS_NAME_MAX = 256 /* bytes of the weights file name, NUL included (NAME_MAX + 1) */
 };
 
@@ -97,17 +99,39 @@ static const char *const avgpool_keys[] = {
     NULL};
 static const char *const adaptive_keys[] = {"op", "name", "output_size", NULL};
 static const char *const dropout_keys[] = {"op", "name", "p", "inplace", NULL};
+static const char *const depth_keys[] = {"op", "name", "p", "mode", NULL};
+static const char *const cat_keys[] = {"op", "name", "dim", NULL};
+static const char *const mean_keys[] = {"op", "name", "dim", "keepdim", NULL};
+/* Every layer may also say who it is and what it reads. */
+static const char *const graph_keys[] = {"id", "inputs", NULL};
 
 static const char *const *const op_keys[SPEC_OP_COUNT] = {
-    [SPEC_CONV2D] = conv_keys,        [SPEC_BATCHNORM2D] = bn_keys,
-    [SPEC_LINEAR] = linear_keys,      [SPEC_FLATTEN] = flatten_keys,
-    [SPEC_RELU] = inplace_keys,       [SPEC_LEAKYRELU] = leaky_keys,
-    [SPEC_SIGMOID] = bare_keys,       [SPEC_TANH] = bare_keys,
-    [SPEC_GELU] = gelu_keys,          [SPEC_SOFTMAX] = softmax_keys,
-    [SPEC_LOGSOFTMAX] = softmax_keys, [SPEC_MAXPOOL2D] = maxpool_keys,
-    [SPEC_AVGPOOL2D] = avgpool_keys,  [SPEC_ADAPTIVEAVGPOOL2D] = adaptive_keys,
-    [SPEC_DROPOUT] = dropout_keys,    [SPEC_DROPOUT2D] = dropout_keys,
+    [SPEC_CONV2D] = conv_keys,
+    [SPEC_BATCHNORM2D] = bn_keys,
+    [SPEC_LINEAR] = linear_keys,
+    [SPEC_FLATTEN] = flatten_keys,
+    [SPEC_RELU] = inplace_keys,
+    [SPEC_LEAKYRELU] = leaky_keys,
+    [SPEC_SIGMOID] = bare_keys,
+    [SPEC_TANH] = bare_keys,
+    [SPEC_GELU] = gelu_keys,
+    [SPEC_SOFTMAX] = softmax_keys,
+    [SPEC_LOGSOFTMAX] = softmax_keys,
+    [SPEC_MAXPOOL2D] = maxpool_keys,
+    [SPEC_AVGPOOL2D] = avgpool_keys,
+    [SPEC_ADAPTIVEAVGPOOL2D] = adaptive_keys,
+    [SPEC_DROPOUT] = dropout_keys,
+    [SPEC_DROPOUT2D] = dropout_keys,
     [SPEC_IDENTITY] = bare_keys,
+    [SPEC_RELU6] = inplace_keys,
+    [SPEC_HARDSWISH] = inplace_keys,
+    [SPEC_HARDSIGMOID] = inplace_keys,
+    [SPEC_SILU] = inplace_keys,
+    [SPEC_STOCHASTICDEPTH] = depth_keys,
+    [SPEC_ADD] = bare_keys,
+    [SPEC_MUL] = bare_keys,
+    [SPEC_CAT] = cat_keys,
+    [SPEC_MEAN] = mean_keys,
 };
 
 const char *spec_op_name(spec_op op)
@@ -199,6 +223,8 @@ static engine_status check_keys(const pctx *c, json_t *obj, const char *const *k
         bool known = false;
         for (size_t i = 0; keys[i] && !known; i++)
             known = strcmp(key, keys[i]) == 0;
+        for (size_t i = 0; c->layer && graph_keys[i] && !known; i++)
+            known = strcmp(key, graph_keys[i]) == 0;
         if (known)
             continue;
         char list[KEY_LIST_LEN] = "";
@@ -207,6 +233,12 @@ static engine_status check_keys(const pctx *c, json_t *obj, const char *const *k
             if (strcmp(keys[i], "op") == 0)
                 continue;
             int n = snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", keys[i]);
+            if (n < 0 || (size_t)n >= sizeof list - used)
+                break;
+            used += (size_t)n;
+        }
+        for (size_t i = 0; c->layer && graph_keys[i]; i++) {
+            int n = snprintf(list + used, sizeof list - used, ", %s", graph_keys[i]);
             if (n < 0 || (size_t)n >= sizeof list - used)
                 break;
             used += (size_t)n;
@@ -361,6 +393,8 @@ static bool valid_name(const char *s, size_t max)
 }
 
 #define NAME_EXPECT "a non-empty string of [A-Za-z0-9_.-] shorter than 128 bytes"
+/* What "inputs" calls the model input. */
+#define INPUT_REF "input"
 
 /* Copies an optional name field into dst (SPEC_MAX_NAME bytes), or def when absent. */
 static engine_status get_name(const pctx *c, json_t *obj, const char *key, const char *def,
@@ -541,6 +575,25 @@ static engine_status parse_pool(const pctx *c, json_t *o, spec_layer *l)
     return ENGINE_OK;
 }
 
+/* Mean: x.mean(dim, keepdim) over the two spatial dims, given as a list ([2, 3], [-1, -2]...). */
+static engine_status parse_mean(const pctx *c, json_t *o, spec_layer *l)
+{
+    static const char *const expect = "a list of the two spatial dims, e.g. [2, 3]";
+    const json_t *v = json_object_get(o, "dim");
+    if (!v)
+        return missing(c, "dim");
+    if (!json_is_array(v) || json_array_size(v) != 2)
+        return bad_value(c, "dim", expect, v);
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *e = json_array_get(v, i);
+        if (!json_is_integer(e) || json_integer_value(e) < MIN_DIM_INDEX ||
+            json_integer_value(e) > MAX_DIM_INDEX)
+            return bad_value(c, "dim", expect, v);
+        l->mean_dims[i] = (int)json_integer_value(e);
+    }
+    return get_bool(c, o, "keepdim", false, &l->keepdim);
+}
+
 static engine_status parse_layer_fields(const pctx *c, json_t *o, spec_layer *l)
 {
     bool ignored;
@@ -562,10 +615,14 @@ static engine_status parse_layer_fields(const pctx *c, json_t *o, spec_layer *l)
         return ENGINE_OK;
     }
     case SPEC_RELU:
+    case SPEC_RELU6:
+    case SPEC_HARDSWISH:
+    case SPEC_HARDSIGMOID:
+    case SPEC_SILU:
     case SPEC_DROPOUT:
     case SPEC_DROPOUT2D:
         /* In eval mode dropout is the identity; p is still checked as PyTorch checks it. */
-        if (l->op != SPEC_RELU) {
+        if (l->op == SPEC_DROPOUT || l->op == SPEC_DROPOUT2D) {
             double p;
             TRY(get_number(c, o, "p", 0.5, 0, false, 1, "a number from 0 to 1", &p));
         }
@@ -599,18 +656,87 @@ static engine_status parse_layer_fields(const pctx *c, json_t *o, spec_layer *l)
         return pair_value(c, "output_size", v, 1, SPEC_MAX_DIM, true,
                           POSITIVE_PAIR " (null for the input size)", l->output_size);
     }
+    case SPEC_STOCHASTICDEPTH: {
+        /* torchvision's StochasticDepth(p, mode): the identity in eval, both arguments required. */
+        double p;
+        static const char *const modes[] = {"row", "batch", NULL};
+        int mode;
+        if (!json_object_get(o, "p"))
+            return missing(c, "p");
+        TRY(get_number(c, o, "p", 0, 0, false, 1, "a number from 0 to 1", &p));
+        if (!json_object_get(o, "mode"))
+            return missing(c, "mode");
+        return get_choice(c, o, "mode", modes, 0, "\"row\" or \"batch\"", &mode);
+    }
+    case SPEC_CAT: {
+        /* torch.cat's default dim is 0; shape inference accepts only the channel dim. */
+        int64_t dim;
+        TRY(get_int(c, o, "dim", false, 0, MIN_DIM_INDEX, MAX_DIM_INDEX, "an integer from -4 to 3",
+                    &dim));
+        l->dim = (int)dim;
+        return ENGINE_OK;
+    }
+    case SPEC_MEAN:
+        return parse_mean(c, o, l);
     case SPEC_SIGMOID:
     case SPEC_TANH:
     case SPEC_IDENTITY:
+    case SPEC_ADD:
+    case SPEC_MUL:
     case SPEC_OP_COUNT:
         break;
     }
     return ENGINE_OK;
 }
 
-static bool op_has_weights(spec_op op)
+bool spec_op_has_weights(spec_op op)
 {
     return op == SPEC_CONV2D || op == SPEC_BATCHNORM2D || op == SPEC_LINEAR;
+}
+
+bool spec_op_is_noop(spec_op op)
+{
+    return op == SPEC_DROPOUT || op == SPEC_DROPOUT2D || op == SPEC_IDENTITY ||
+           op == SPEC_STOCHASTICDEPTH;
+}
+
+bool spec_op_is_activation(spec_op op)
+{
+    switch (op) {
+    case SPEC_RELU:
+    case SPEC_LEAKYRELU:
+    case SPEC_SIGMOID:
+    case SPEC_TANH:
+    case SPEC_GELU:
+    case SPEC_RELU6:
+    case SPEC_HARDSWISH:
+    case SPEC_HARDSIGMOID:
+    case SPEC_SILU:
+        return true;
+    default:
+        return false;
+    }
+}
+
+int spec_op_min_inputs(spec_op op)
+{
+    return op == SPEC_ADD || op == SPEC_MUL ? 2 : 1;
+}
+
+int spec_op_max_inputs(spec_op op)
+{
+    return op == SPEC_ADD || op == SPEC_CAT ? SPEC_MAX_INPUTS : op == SPEC_MUL ? 2 : 1;
+}
+
+char *spec_layer_label(const spec_model *m, size_t i, char *buf, size_t len)
+{
+    const spec_layer *l = &m->layers[i];
+    const char *who = l->name[0] ? l->name : l->id;
+    if (who[0])
+        snprintf(buf, len, "layer %zu %s '%s'", i, spec_op_name(l->op), who);
+    else
+        snprintf(buf, len, "layer %zu %s", i, spec_op_name(l->op));
+    return buf;
 }
 
 static engine_status parse_layer(json_t *o, int index, spec_layer *l, char *err, size_t errlen)
@@ -648,15 +774,20 @@ static engine_status parse_layer(json_t *o, int index, spec_layer *l, char *err,
                            index, describe(op, got, sizeof got), list);
     }
 
-    snprintf(prefix, sizeof prefix, "layer %d (%s): ", index, op_names[l->op]);
+    snprintf(prefix, sizeof prefix, "layer %d %s: ", index, op_names[l->op]);
     TRY(get_name(&c, o, "name", "", l->name));
-    if (l->name[0] == '\0' && op_has_weights(l->op))
+    if (l->name[0] == '\0' && spec_op_has_weights(l->op))
         return engine_fail(err, errlen, ENGINE_E_MODEL,
                            "%sname is required: it is the state_dict prefix of the layer's "
                            "tensors (\"conv.0\" for conv.0.weight)",
                            prefix);
-    if (l->name[0] != '\0')
-        snprintf(prefix, sizeof prefix, "layer %d (%s '%s'): ", index, op_names[l->op], l->name);
+    TRY(get_name(&c, o, "id", "", l->id));
+    if (!strcmp(l->id, INPUT_REF))
+        return engine_fail(err, errlen, ENGINE_E_MODEL,
+                           "%sid \"%s\" is reserved for the model input", prefix, INPUT_REF);
+    const char *who = l->name[0] ? l->name : l->id;
+    if (who[0])
+        snprintf(prefix, sizeof prefix, "layer %d %s '%s': ", index, op_names[l->op], who);
 
     TRY(check_keys(&c, o, op_keys[l->op], op_names[l->op]));
     return parse_layer_fields(&c, o, l);
@@ -836,6 +967,199 @@ static engine_status parse_preprocess(const pctx *top, json_t *root, spec_model 
     return get_bool(&c, pre, "invert", false, &p->invert);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The graph: keys, references, consumers                                                       */
+
+/* Layers are found by key (id, else name) through a small open-addressing table, so that a model
+ * with thousands of layers and references resolves in linear time. */
+typedef struct {
+    const char *key;
+    int first; /* the first layer with this key */
+    int count; /* how many layers have it */
+} key_slot;
+
+typedef struct {
+    key_slot *slots;
+    size_t mask;
+} key_table;
+
+static const char *layer_key(const spec_layer *l)
+{
+    return l->id[0] ? l->id : l->name;
+}
+
+static key_slot *key_find(const key_table *t, const char *key)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
+        key_slot *slot = &t->slots[i];
+        if (!slot->key || !strcmp(slot->key, key))
+            return slot;
+    }
+}
+
+static engine_status fail_at(const pctx *top, const spec_model *m, size_t i, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* "layer 9 Add 'add': " followed by the message. */
+static engine_status fail_at(const pctx *top, const spec_model *m, size_t i, const char *fmt, ...)
+{
+    char label[SPEC_LABEL_LEN], msg[ERR_TEXT_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return engine_fail(top->err, top->errlen, ENGINE_E_MODEL, "%s: %s",
+                       spec_layer_label(m, i, label, sizeof label), msg);
+}
+
+/* Resolves one reference of layer i into *out (SPEC_INPUT or an earlier layer's index). */
+static engine_status resolve_ref(const pctx *top, const spec_model *m, const key_table *keys,
+                                 size_t i, const json_t *ref, int *out)
+{
+    char got[VALUE_TEXT_LEN], other[SPEC_LABEL_LEN];
+    if (!json_is_string(ref))
+        return fail_at(top, m, i,
+                       "inputs must hold strings (\"input\" or an earlier layer's id or "
+                       "name), got %s",
+                       describe(ref, got, sizeof got));
+    const char *name = json_string_value(ref);
+    if (!strcmp(name, INPUT_REF)) {
+        *out = SPEC_INPUT;
+        return ENGINE_OK;
+    }
+    const key_slot *slot = name[0] ? key_find(keys, name) : NULL;
+    if (!slot || !slot->key)
+        return fail_at(top, m, i,
+                       "input %s names no layer (a reference is \"input\" or the id, "
+                       "else the name, of an earlier layer)",
+                       describe(ref, got, sizeof got));
+    if (slot->count > 1) {
+        size_t second = (size_t)slot->first + 1;
+        while (strcmp(layer_key(&m->layers[second]), name))
+            second++;
+        return fail_at(top, m, i,
+                       "input '%s' is ambiguous: layers %d and %zu (and %d in all) are "
+                       "called that; give them distinct ids",
+                       name, slot->first, second, slot->count);
+    }
+    if ((size_t)slot->first == i)
+        return fail_at(top, m, i, "input '%s' names the layer itself", name);
+    if ((size_t)slot->first > i)
+        return fail_at(top, m, i,
+                       "input '%s' names %s, which comes later: layers are listed in "
+                       "execution order",
+                       name, spec_layer_label(m, (size_t)slot->first, other, sizeof other));
+    *out = slot->first;
+    return ENGINE_OK;
+}
+
+/* Reads every layer's "inputs" (or takes the previous layer), checks ids, arity and that every
+ * output is used, and counts each layer's consumers. */
+static engine_status parse_graph(const pctx *top, json_t *layers, spec_model *m)
+{
+    engine_status st = ENGINE_OK;
+    size_t n = m->n_layers, cap = 16, refs = 0;
+    while (cap < 2 * n)
+        cap *= 2;
+    key_table keys = {calloc(cap, sizeof *keys.slots), cap - 1};
+    m->consumers = calloc(n, sizeof *m->consumers);
+    if (!keys.slots || !m->consumers) {
+        st = engine_fail(top->err, top->errlen, ENGINE_E_NOMEM, "out of memory for %zu layers", n);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *key = layer_key(&m->layers[i]);
+        if (!key[0])
+            continue;
+        key_slot *slot = key_find(&keys, key);
+        if (!slot->key) {
+            slot->key = key;
+            slot->first = (int)i;
+        }
+        slot->count++;
+        /* An explicit id names one layer only: no other id or name may equal it. */
+        if (slot->count > 1 && (m->layers[i].id[0] || m->layers[slot->first].id[0])) {
+            char other[SPEC_LABEL_LEN];
+            st = fail_at(top, m, i, "id '%s' is already the key of %s; ids must be unique", key,
+                         spec_layer_label(m, (size_t)slot->first, other, sizeof other));
+            goto done;
+        }
+    }
+
+    bool input_used = false;
+    for (size_t i = 0; i < n; i++) {
+        spec_layer *l = &m->layers[i];
+        const json_t *given = json_object_get(json_array_get(layers, i), "inputs");
+        int lo = spec_op_min_inputs(l->op), hi = spec_op_max_inputs(l->op);
+        size_t count = 1;
+        if (given) {
+            char got[VALUE_TEXT_LEN];
+            if (!json_is_array(given) || json_array_size(given) == 0) {
+                st = fail_at(top, m, i, "inputs must be a non-empty array of references, got %s",
+                             describe(given, got, sizeof got));
+                goto done;
+            }
+            count = json_array_size(given);
+        }
+        if (count < (size_t)lo || count > (size_t)hi) {
+            if (!given)
+                st = fail_at(top, m, i, "needs \"inputs\": %s takes %d or more tensors",
+                             spec_op_name(l->op), lo);
+            else if (lo == hi)
+                st = fail_at(top, m, i, "%s takes %d input%s, got %zu", spec_op_name(l->op), lo,
+                             lo == 1 ? "" : "s", count);
+            else
+                st = fail_at(top, m, i, "%s takes %d to %d inputs, got %zu", spec_op_name(l->op),
+                             lo, hi, count);
+            goto done;
+        }
+        refs += count;
+        if (refs > SPEC_MAX_REFS) {
+            st =
+                fail_at(top, m, i, "the layers make more than %d references in all", SPEC_MAX_REFS);
+            goto done;
+        }
+        l->inputs = malloc(count * sizeof *l->inputs);
+        if (!l->inputs) {
+            st = engine_fail(top->err, top->errlen, ENGINE_E_NOMEM, "out of memory");
+            goto done;
+        }
+        l->n_inputs = (int)count;
+        l->inputs_given = given != NULL;
+        for (size_t k = 0; k < count; k++) {
+            if (given) {
+                st = resolve_ref(top, m, &keys, i, json_array_get(given, k), &l->inputs[k]);
+                if (st != ENGINE_OK)
+                    goto done;
+            } else {
+                l->inputs[k] = i == 0 ? SPEC_INPUT : (int)i - 1;
+            }
+            if (l->inputs[k] == SPEC_INPUT)
+                input_used = true;
+            else
+                m->consumers[l->inputs[k]]++;
+        }
+    }
+    m->consumers[n - 1]++; /* the model's output */
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (m->consumers[i] == 0) {
+            st = fail_at(top, m, i,
+                         "its output is not used by any later layer (an unused branch); "
+                         "the model's output is the last layer");
+            goto done;
+        }
+    }
+    if (!input_used)
+        st = engine_fail(top->err, top->errlen, ENGINE_E_MODEL,
+                         "no layer reads the model input (\"input\")");
+done:
+    free(keys.slots);
+    return st;
+}
+
 static engine_status parse_layers(const pctx *top, json_t *root, spec_model *m)
 {
     json_t *layers = json_object_get(root, "layers");
@@ -854,7 +1178,7 @@ static engine_status parse_layers(const pctx *top, json_t *root, spec_model *m)
     m->n_layers = n;
     for (size_t i = 0; i < n; i++)
         TRY(parse_layer(json_array_get(layers, i), (int)i, &m->layers[i], top->err, top->errlen));
-    return ENGINE_OK;
+    return parse_graph(top, layers, m);
 }
 
 static engine_status parse_weights(const pctx *c, json_t *root, spec_model *m)
@@ -931,8 +1255,8 @@ engine_status spec_parse(const char *json, size_t len, spec_model **out, char *e
     engine_status st;
     pctx top = {err, errlen, "", false};
 
-    assert(out);
-    assert(json || len == 0);
+    if (!out || (!json && len > 0))
+        return engine_fail(err, errlen, ENGINE_E_MODEL, "no model.json bytes to parse");
     *out = NULL;
     if (len > SPEC_MAX_JSON)
         return engine_fail(err, errlen, ENGINE_E_MODEL,
@@ -974,341 +1298,9 @@ void spec_destroy(spec_model *m)
         free(m->labels[i]);
     free(m->labels);
     free(m->weights);
+    for (size_t i = 0; m->layers && i < m->n_layers; i++)
+        free(m->layers[i].inputs);
     free(m->layers);
+    free(m->consumers);
     free(m);
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Shape inference                                                                             */
-
-char *spec_shape_format(const spec_shape *s, char *buf, size_t len)
-{
-    if (!buf || len == 0)
-        return buf;
-    int rank = s->rank < 0 ? 0 : s->rank > SPEC_MAX_RANK ? SPEC_MAX_RANK : s->rank;
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; i <= rank && used < len; i++) {
-        int n = i < rank ? snprintf(buf + used, len - used, "%s%" PRId64, i ? "," : "[", s->d[i])
-                         : snprintf(buf + used, len - used, "%s]", rank ? "" : "[");
-        if (n < 0)
-            break;
-        used += (size_t)n;
-    }
-    return buf;
-}
-
-/* Elements per sample (dims 1..rank-1), skipping unknown dims; -1 when beyond the cap. */
-static int64_t sample_elems(const spec_shape *s)
-{
-    int64_t total = 1;
-    for (int i = 1; i < s->rank; i++) {
-        if (s->d[i] < 0)
-            continue;
-        if (__builtin_mul_overflow(total, s->d[i], &total) || total > MAX_SAMPLE_ELEMS)
-            return -1;
-    }
-    return total;
-}
-
-/* What a layer sees while inference runs: its label for messages and the request's input. */
-typedef struct {
-    const spec_layer *l;
-    char label[PREFIX_LEN]; /* "layer 7 Linear 'fc.0'" */
-    const char *input;      /* "[1,3,30,30]" */
-    char *err;
-    size_t errlen;
-} ictx;
-
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-
-/* One spatial dim of a convolution or pooling window, by PyTorch's formula. *pad_r comes in as the
- * symmetric padding and leaves as the right padding that makes oneDNN's formula give the same size:
- * with ceil_mode the last window may overhang, and a window that would start in the right padding
- * is dropped, as in PyTorch's pooling_output_shape. */
-static int64_t window_out(int64_t h, int64_t k, int64_t s, int64_t d, int64_t pad_l, int64_t *pad_r,
-                          bool ceil_mode)
-{
-    int64_t span = d * (k - 1) + 1;
-    int64_t room = h + pad_l + *pad_r - span;
-    if (!ceil_mode)
-        return floor_div(room, s) + 1;
-    int64_t o = floor_div(room + s - 1, s) + 1;
-    if (o >= 1 && (o - 1) * s >= h + pad_l)
-        o--;
-    int64_t right = (o - 1) * s + span - h - pad_l;
-    if (o >= 1 && right > *pad_r)
-        *pad_r = right;
-    return o;
-}
-
-static engine_status need_rank4(const ictx *c, const spec_shape *s)
-{
-    if (s->rank == 4)
-        return ENGINE_OK;
-    char got[SHAPE_TEXT_LEN];
-    return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                       "%s expects a [N, C, H, W] input, input %s gives %s", c->label, c->input,
-                       spec_shape_format(s, got, sizeof got));
-}
-
-/* Height and width through a convolution or pooling window; fills the pads actually applied. */
-static engine_status infer_window(const ictx *c, spec_shape *s, spec_padding *pad)
-{
-    static const char *const dim_names[2] = {"height", "width"};
-    const spec_layer *l = c->l;
-    bool ceil_mode = (l->op == SPEC_MAXPOOL2D || l->op == SPEC_AVGPOOL2D) && l->ceil_mode;
-    for (int j = 0; j < 2; j++) {
-        int64_t pl = l->padding[j], pr = l->padding[j];
-        if (l->pad_mode == SPEC_PAD_VALID) {
-            pl = pr = 0;
-        } else if (l->pad_mode == SPEC_PAD_SAME) {
-            /* PyTorch puts the odd pixel of an even kernel on the right (bottom). */
-            int64_t total = l->dilation[j] * (l->kernel[j] - 1);
-            pl = total / 2;
-            pr = total - pl;
-        }
-        int64_t h = s->d[2 + j];
-        int64_t o = -1;
-        if (h >= 0) {
-            o = window_out(h, l->kernel[j], l->stride[j], l->dilation[j], pl, &pr, ceil_mode);
-            if (o < 1) {
-                int64_t span = l->dilation[j] * (l->kernel[j] - 1) + 1;
-                int64_t need = span - l->padding[j] * 2 - (ceil_mode ? l->stride[j] - 1 : 0);
-                if (l->pad_mode == SPEC_PAD_VALID)
-                    need = span;
-                return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                                   "%s expects a %s of at least %" PRId64 " (kernel %" PRId64
-                                   " dilation %" PRId64 " stride %" PRId64 " padding %" PRId64
-                                   "+%" PRId64 "), input %s gives %" PRId64
-                                   ": the output %s would be %" PRId64,
-                                   c->label, dim_names[j], need, l->kernel[j], l->dilation[j],
-                                   l->stride[j], pl, pr, c->input, h, dim_names[j], o);
-            }
-        }
-        s->d[2 + j] = o;
-        pad->pad_l[j] = pl;
-        pad->pad_r[j] = pr;
-    }
-    return ENGINE_OK;
-}
-
-static engine_status infer_adaptive(const ictx *c, spec_shape *s)
-{
-    static const char *const dim_names[2] = {"height", "width"};
-    for (int j = 0; j < 2; j++) {
-        int64_t h = s->d[2 + j], o = c->l->output_size[j];
-        if (o == -1) {
-            continue; /* null: this dim keeps the input's size */
-        }
-        /* oneDNN has no adaptive pooling; it is plain average pooling with kernel = stride =
-         * H / o, which is exactly PyTorch's result only when o divides H. */
-        if (h >= 0 && h % o != 0)
-            return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                               "%s supports only output sizes that divide the input (or 1): it "
-                               "expects a %s divisible by %" PRId64 ", input %s gives %" PRId64,
-                               c->label, dim_names[j], o, c->input, h);
-        s->d[2 + j] = o;
-    }
-    return ENGINE_OK;
-}
-
-static engine_status infer_flatten(const ictx *c, spec_shape *s)
-{
-    int start = c->l->start_dim < 0 ? c->l->start_dim + s->rank : c->l->start_dim;
-    int end = c->l->end_dim < 0 ? c->l->end_dim + s->rank : c->l->end_dim;
-    if (start != 1 || end != s->rank - 1)
-        return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                           "%s supports only start_dim 1 through the last dim, got start_dim %d "
-                           "end_dim %d on a %d-D tensor (input %s)",
-                           c->label, c->l->start_dim, c->l->end_dim, s->rank, c->input);
-    int64_t f = 1;
-    for (int i = 1; i < s->rank; i++) {
-        /* The cap on elements per sample keeps this product from overflowing. */
-        f = (f < 0 || s->d[i] < 0) ? -1 : f * s->d[i];
-    }
-    s->rank = 2;
-    s->d[1] = f;
-    s->d[2] = s->d[3] = 0;
-    return ENGINE_OK;
-}
-
-static engine_status infer_softmax(const ictx *c, const spec_shape *s)
-{
-    int dim = c->l->dim < 0 ? c->l->dim + s->rank : c->l->dim;
-    if (dim == 1)
-        return ENGINE_OK;
-    return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                       "%s supports only dim 1 (the channels or features) of a %d-D tensor, got "
-                       "dim %d (input %s)",
-                       c->label, s->rank, c->l->dim, c->input);
-}
-
-static engine_status infer_layer(const ictx *c, spec_shape *s, spec_padding *pad)
-{
-    const spec_layer *l = c->l;
-    switch (l->op) {
-    case SPEC_CONV2D:
-        TRY(need_rank4(c, s));
-        if (s->d[1] >= 0 && s->d[1] != l->in_channels)
-            return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                               "%s expects %" PRId64 " input channels, input %s gives %" PRId64,
-                               c->label, l->in_channels, c->input, s->d[1]);
-        TRY(infer_window(c, s, pad));
-        s->d[1] = l->out_channels;
-        return ENGINE_OK;
-    case SPEC_BATCHNORM2D:
-        TRY(need_rank4(c, s));
-        if (s->d[1] >= 0 && s->d[1] != l->num_features)
-            return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                               "%s expects %" PRId64 " channels, input %s gives %" PRId64, c->label,
-                               l->num_features, c->input, s->d[1]);
-        return ENGINE_OK;
-    case SPEC_LINEAR:
-        if (s->rank != 2) {
-            char got[SHAPE_TEXT_LEN];
-            return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                               "%s expects a flattened [N, F] input; add Flatten before it "
-                               "(input %s gives %s)",
-                               c->label, c->input, spec_shape_format(s, got, sizeof got));
-        }
-        if (s->d[1] >= 0 && s->d[1] != l->in_features)
-            return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
-                               "%s expects %" PRId64 " features, input %s gives %" PRId64, c->label,
-                               l->in_features, c->input, s->d[1]);
-        s->d[1] = l->out_features;
-        return ENGINE_OK;
-    case SPEC_FLATTEN:
-        return infer_flatten(c, s);
-    case SPEC_SOFTMAX:
-    case SPEC_LOGSOFTMAX:
-        return infer_softmax(c, s);
-    case SPEC_MAXPOOL2D:
-    case SPEC_AVGPOOL2D:
-        TRY(need_rank4(c, s));
-        return infer_window(c, s, pad);
-    case SPEC_ADAPTIVEAVGPOOL2D:
-        TRY(need_rank4(c, s));
-        return infer_adaptive(c, s);
-    case SPEC_RELU:
-    case SPEC_LEAKYRELU:
-    case SPEC_SIGMOID:
-    case SPEC_TANH:
-    case SPEC_GELU:
-    case SPEC_DROPOUT:
-    case SPEC_DROPOUT2D:
-    case SPEC_IDENTITY:
-    case SPEC_OP_COUNT:
-        break;
-    }
-    return ENGINE_OK;
-}
-
-/* Checks the request's shape against the model's input: rank, channels or features, and (with
- * check_hw) a fixed H and W. The H and W check runs after the layers, so that an input the layers
- * cannot take gets the precise layer message ("layer 7 Linear 'fc.0' expects 36864 features ...")
- * rather than a bare mismatch. */
-static engine_status check_input(const spec_model *m, const spec_shape *s, const char *text,
-                                 bool check_hw, char *err, size_t errlen)
-{
-    for (int i = 0; i < s->rank; i++) {
-        if (s->d[i] == 0 || s->d[i] < -1)
-            return engine_fail(err, errlen, ENGINE_E_INPUT,
-                               "input shape %s has dimension %d of %" PRId64
-                               ": dimensions must be positive",
-                               text, i, s->d[i]);
-    }
-    bool match = s->rank == m->input_rank + 1;
-    for (int i = 0; match && i < m->input_rank; i++) {
-        int64_t want = m->input_dims[i], got = s->d[1 + i];
-        match = want == -1 || got == -1 || want == got || (i > 0 && !check_hw);
-    }
-    if (!match) {
-        char want[SHAPE_TEXT_LEN];
-        size_t used = (size_t)snprintf(want, sizeof want, "[N");
-        for (int i = 0; i < m->input_rank && used < sizeof want; i++)
-            used +=
-                (size_t)snprintf(want + used, sizeof want - used, ",%" PRId64, m->input_dims[i]);
-        if (used < sizeof want)
-            snprintf(want + used, sizeof want - used, "]");
-        return engine_fail(err, errlen, ENGINE_E_INPUT,
-                           "input shape %s does not match the model input %s", text, want);
-    }
-    int64_t per_sample = sample_elems(s), total;
-    if (per_sample < 0 || (s->d[0] > 0 && __builtin_mul_overflow(per_sample, s->d[0], &total)))
-        return engine_fail(err, errlen, ENGINE_E_INPUT,
-                           "input shape %s has more than %" PRId64 " elements per sample", text,
-                           MAX_SAMPLE_ELEMS);
-    return ENGINE_OK;
-}
-
-engine_status spec_infer(const spec_model *m, const int64_t *in, int rank, spec_shape *out,
-                         spec_padding *pads, int *bad_layer, char *err, size_t errlen)
-{
-    int ignored;
-    if (!bad_layer)
-        bad_layer = &ignored;
-    *bad_layer = -1;
-    assert(m);
-    if (rank != 4 && rank != 2)
-        return engine_fail(err, errlen, ENGINE_E_INPUT,
-                           "input shape must have 4 dims [N, C, H, W] or 2 dims [N, F], got %d",
-                           rank);
-    assert(in);
-
-    spec_shape s = {.rank = rank};
-    for (int i = 0; i < rank; i++)
-        s.d[i] = in[i];
-    char text[SHAPE_TEXT_LEN];
-    spec_shape_format(&s, text, sizeof text);
-    TRY(check_input(m, &s, text, false, err, errlen));
-
-    for (size_t i = 0; i < m->n_layers; i++) {
-        ictx c = {.l = &m->layers[i], .input = text, .err = err, .errlen = errlen};
-        if (c.l->name[0])
-            snprintf(c.label, sizeof c.label, "layer %zu %s '%s'", i, spec_op_name(c.l->op),
-                     c.l->name);
-        else
-            snprintf(c.label, sizeof c.label, "layer %zu %s", i, spec_op_name(c.l->op));
-        spec_padding pad = {{0, 0}, {0, 0}};
-        engine_status st = infer_layer(&c, &s, &pad);
-        if (st == ENGINE_OK && sample_elems(&s) < 0) {
-            char got[SHAPE_TEXT_LEN];
-            st = engine_fail(
-                err, errlen, ENGINE_E_INPUT,
-                "%s output %s would have more than %" PRId64 " elements per sample (input %s)",
-                c.label, spec_shape_format(&s, got, sizeof got), MAX_SAMPLE_ELEMS, text);
-        }
-        if (st != ENGINE_OK) {
-            *bad_layer = (int)i;
-            return st;
-        }
-        if (out)
-            out[i] = s;
-        if (pads)
-            pads[i] = pad;
-    }
-    spec_shape in_shape = {.rank = rank};
-    for (int i = 0; i < rank; i++)
-        in_shape.d[i] = in[i];
-    return check_input(m, &in_shape, text, true, err, errlen);
-}
-
-int64_t spec_layer_params(const spec_layer *l)
-{
-    /* Parsing capped each weight tensor at 2^31 elements, so these products cannot overflow. */
-    switch (l->op) {
-    case SPEC_CONV2D:
-        return l->out_channels * (l->in_channels / l->groups) * l->kernel[0] * l->kernel[1] +
-               (l->bias ? l->out_channels : 0);
-    case SPEC_LINEAR:
-        return l->in_features * l->out_features + (l->bias ? l->out_features : 0);
-    case SPEC_BATCHNORM2D:
-        return l->affine ? 2 * l->num_features : 0;
-    default:
-        return 0;
-    }
 }

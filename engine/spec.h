@@ -1,5 +1,6 @@
-/* spec.h - model.json in memory: the architecture and serving settings of one model, and the shape
- * inference that runs the notebook's output-size formula through its layers. No weights, no oneDNN.
+/* spec.h - model.json in memory: the architecture (a graph of layers in execution order) and the
+ * serving settings of one model, and the shape inference that runs the notebook's output-size
+ * formula through its layers. No weights, no oneDNN. spec.c reads model.json; shapes.c infers.
  *
  * Usage:
  *     spec_model *m;
@@ -26,7 +27,9 @@
 /* Bounds on what a model.json may declare. They keep every later size computation far from
  * overflow and every allocation small; real small CNNs are orders of magnitude inside them. */
 enum {
-    SPEC_MAX_LAYERS = 256,
+    SPEC_MAX_LAYERS = 4096, /* densenet201 lowers to about 1,400 */
+    SPEC_MAX_INPUTS = 1024, /* references of one layer (a DenseNet Cat reads every earlier block) */
+    SPEC_MAX_REFS = 1 << 16,  /* references of all layers together */
     SPEC_MAX_NAME = 128,      /* bytes of a layer or model name, NUL included */
     SPEC_MAX_LABELS = 100000, /* entries of output.labels */
     SPEC_MAX_LABEL_LEN = 256, /* bytes of one label, NUL included */
@@ -54,7 +57,16 @@ enum {
     XX(SPEC_ADAPTIVEAVGPOOL2D, "AdaptiveAvgPool2d")                                                \
     XX(SPEC_DROPOUT, "Dropout")                                                                    \
     XX(SPEC_DROPOUT2D, "Dropout2d")                                                                \
-    XX(SPEC_IDENTITY, "Identity")
+    XX(SPEC_IDENTITY, "Identity")                                                                  \
+    XX(SPEC_RELU6, "ReLU6")                                                                        \
+    XX(SPEC_HARDSWISH, "Hardswish")                                                                \
+    XX(SPEC_HARDSIGMOID, "Hardsigmoid")                                                            \
+    XX(SPEC_SILU, "SiLU")                                                                          \
+    XX(SPEC_STOCHASTICDEPTH, "StochasticDepth")                                                    \
+    XX(SPEC_ADD, "Add")                                                                            \
+    XX(SPEC_MUL, "Mul")                                                                            \
+    XX(SPEC_CAT, "Cat")                                                                            \
+    XX(SPEC_MEAN, "Mean")
 
 typedef enum {
 #define SPEC_OP_ENUM(e, s) e,
@@ -64,15 +76,33 @@ typedef enum {
 } spec_op;
 
 const char *spec_op_name(spec_op op);
+/* What an op is, in one place: layers with state_dict tensors; layers that compute nothing at
+ * inference (Dropout, Dropout2d, Identity, StochasticDepth); element-wise activations; how many
+ * inputs it takes. */
+bool spec_op_has_weights(spec_op op);
+bool spec_op_is_noop(spec_op op);
+bool spec_op_is_activation(spec_op op);
+int spec_op_min_inputs(spec_op op);
+int spec_op_max_inputs(spec_op op);
 
 typedef enum { SPEC_PAD_NUMBERS, SPEC_PAD_SAME, SPEC_PAD_VALID } spec_pad_mode;
 typedef enum { SPEC_F32, SPEC_BF16 } spec_precision;
 typedef enum { SPEC_COLOR_NONE, SPEC_COLOR_GRAY, SPEC_COLOR_RGB } spec_color;
 
+/* The model input, where a layer's input index would name a layer. */
+#define SPEC_INPUT (-1)
+
 /* One layer. Only the fields of its op are meaningful; the rest stay zero. Pairs are {H, W}. */
 typedef struct {
     spec_op op;
     char name[SPEC_MAX_NAME]; /* state_dict prefix ("conv.0"); "" for parameterless layers */
+    char id[SPEC_MAX_NAME];   /* "id" in model.json, or "" */
+
+    /* What the layer reads, resolved: SPEC_INPUT or the index of an earlier layer. Without
+     * "inputs" in model.json this is the previous layer (the model input for layer 0). */
+    int *inputs;
+    int n_inputs;
+    bool inputs_given; /* "inputs" was written in model.json */
 
     /* Conv2d */
     int64_t in_channels, out_channels;
@@ -96,8 +126,11 @@ typedef struct {
     double negative_slope;
     /* GELU: approximate "none" (erf) or "tanh" */
     bool gelu_tanh;
-    /* Softmax / LogSoftmax */
+    /* Softmax / LogSoftmax / Cat: stored as given (normalised by shape inference) */
     int dim;
+    /* Mean: the two reduced dims as given (spatial, checked by shape inference), keepdim */
+    int mean_dims[2];
+    bool keepdim;
 
     /* MaxPool2d / AvgPool2d (kernel, stride, padding, dilation above); stride defaults to kernel */
     bool ceil_mode, count_include_pad;
@@ -134,10 +167,14 @@ typedef struct {
 
     spec_layer *layers;
     size_t n_layers;
+    /* How many later layers read each layer's output (the last layer's count includes the model
+     * output); spec_parse refuses a model where a layer other than the last has none. */
+    int *consumers;
 } spec_model;
 
 /* Parses model.json from a byte view. On error *out is NULL and err says which field is wrong,
- * e.g. "layer 3 (Conv2d 'conv.3'): kernel_size must be a positive integer or a pair, got -1". */
+ * e.g. "layer 3 Conv2d 'conv.3': kernel_size must be a positive integer or a pair, got -1", or
+ * which reference of the graph is wrong ("layer 9 Add 'add': input 'pool2' names no layer"). */
 engine_status spec_parse(const char *json, size_t len, spec_model **out, char *err, size_t errlen);
 void spec_destroy(spec_model *m);
 
@@ -154,7 +191,8 @@ typedef struct {
 } spec_padding;
 
 /* Runs shape inference for an input of `rank` dims (batch first). Fills out[i] with layer i's
- * output shape (and pads[i], if pads is not NULL). On failure returns ENGINE_E_INPUT (the input
+ * output shape (and pads[i], if pads is not NULL); `out` may be NULL when only the verdict is
+ * wanted. On failure returns ENGINE_E_INPUT (the input
  * does not fit) and sets *bad_layer to the index of the first layer that breaks (-1 if the input
  * itself is wrong), with a message such as "layer 7 Linear 'fc.0' expects 36864 features, input
  * [1,3,30,30] gives 43264". Dims of -1 in `in` are treated as unknown: checks that depend on them
@@ -165,6 +203,14 @@ engine_status spec_infer(const spec_model *m, const int64_t *in, int rank, spec_
 
 /* Formats a shape as "[1,3,28,28]" into buf; returns buf. */
 char *spec_shape_format(const spec_shape *s, char *buf, size_t len);
+/* The same for plain dims. */
+char *spec_dims_format(const int64_t *d, int rank, char *buf, size_t len);
+
+/* Bytes of a label: "layer 4095 AdaptiveAvgPool2d '<127-byte name>'" and a NUL. */
+enum { SPEC_LABEL_LEN = 192 };
+/* How every message names a layer: "layer 7 Linear 'fc.0'", "layer 9 Add 'add_1'" (its name, else
+ * its id), "layer 2 ReLU". Returns buf. */
+char *spec_layer_label(const spec_model *m, size_t i, char *buf, size_t len);
 
 /* Parameter count of a layer as PyTorch counts it (weights + biases + BN affine; not running
  * stats). */

@@ -12,6 +12,7 @@
     XX(ENGINE_E_IO, "cannot read a model file")                                                    \
     XX(ENGINE_E_MODEL, "the model files are invalid")                                              \
     XX(ENGINE_E_INPUT, "the input does not fit the model")                                         \
+    XX(ENGINE_E_LIMIT, "the input needs more memory than the limit allows")                        \
     XX(ENGINE_E_NOMEM, "out of memory")                                                            \
     XX(ENGINE_E_BACKEND, "the oneDNN backend failed")
 

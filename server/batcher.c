@@ -144,7 +144,10 @@ static void *worker_main(void *arg)
     srv_status s = SRV_OK;
     if (!jobs) {
         s = srv_fail(err, sizeof err, SRV_INTERNAL, "out of memory");
-    } else if (engine_runner_create(b->m, b->o.threads, &r, err, sizeof err) != ENGINE_OK ||
+    } else if (engine_runner_create(
+                   b->m,
+                   &(engine_runner_options){.threads = b->o.threads, .max_batch = b->o.max_batch},
+                   &r, err, sizeof err) != ENGINE_OK ||
                engine_runner_warmup(r, err, sizeof err) != ENGINE_OK) {
         s = SRV_INTERNAL;
     }

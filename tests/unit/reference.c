@@ -130,6 +130,14 @@ static double ref_eltwise(const spec_layer *l, double v)
             return 0.5 * v * (1.0 + tanh(k * (v + 0.044715 * v * v * v)));
         }
         return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+    case SPEC_RELU6:
+        return fmin(fmax(v, 0.0), 6.0);
+    case SPEC_HARDSWISH:
+        return v * fmin(fmax(v + 3.0, 0.0), 6.0) / 6.0;
+    case SPEC_HARDSIGMOID:
+        return fmin(fmax(v + 3.0, 0.0), 6.0) / 6.0;
+    case SPEC_SILU:
+        return v / (1.0 + exp(-v));
     default:
         return v;
     }
@@ -255,12 +263,82 @@ static int ref_adaptive_avgpool(const spec_shape *in, const float *x, const spec
     return 0;
 }
 
+/* Add: the sum of every input (all of one shape), in double. */
+static int ref_add(const spec_layer *l, const spec_shape *in, const float *const *x, float *y)
+{
+    const size_t n = ref_count(&in[0]);
+    for (int k = 1; k < l->n_inputs; k++)
+        if (ref_count(&in[k]) != n)
+            return -1;
+    for (size_t i = 0; i < n; i++) {
+        double acc = 0.0;
+        for (int k = 0; k < l->n_inputs; k++)
+            acc += (double)x[k][i];
+        y[i] = (float)acc;
+    }
+    return 0;
+}
+
+/* Mul: equal shapes, or [N,C,H,W] * [N,C,1,1] in either order (PyTorch broadcasting). */
+static int ref_mul(const spec_shape *in, const float *const *x, const spec_shape *out, float *y)
+{
+    const size_t n = ref_count(out);
+    const size_t n0 = ref_count(&in[0]), n1 = ref_count(&in[1]);
+    if (n0 == n && n1 == n) {
+        for (size_t i = 0; i < n; i++)
+            y[i] = x[0][i] * x[1][i];
+        return 0;
+    }
+    if (out->rank != 4)
+        return -1;
+    const int big = n0 == n ? 0 : 1;
+    const size_t planes = (size_t)(out->d[0] * out->d[1]), hw = n / planes;
+    if (ref_count(&in[1 - big]) != planes)
+        return -1;
+    for (size_t p = 0; p < planes; p++)
+        for (size_t i = 0; i < hw; i++)
+            y[p * hw + i] = x[big][p * hw + i] * x[1 - big][p];
+    return 0;
+}
+
+/* Cat along dim 1: per sample, each input's channels (or features) in turn. */
+static int ref_cat(const spec_layer *l, const spec_shape *in, const float *const *x,
+                   const spec_shape *out, float *y)
+{
+    const size_t inner = ref_span(out, 2, out->rank);
+    size_t o = 0;
+    for (int64_t n = 0; n < out->d[0]; n++)
+        for (int k = 0; k < l->n_inputs; k++) {
+            const size_t chunk = (size_t)in[k].d[1] * inner;
+            memcpy(y + o, x[k] + (size_t)n * chunk, chunk * sizeof *y);
+            o += chunk;
+        }
+    return o == ref_count(out) ? 0 : -1;
+}
+
+/* Mean over height and width of [N, C, H, W]; the output is [N, C] or [N, C, 1, 1]. */
+static int ref_mean(const spec_shape *in, const float *x, float *y)
+{
+    if (in->rank != 4)
+        return -1;
+    const size_t planes = (size_t)(in->d[0] * in->d[1]), hw = ref_span(in, 2, 4);
+    for (size_t p = 0; p < planes; p++) {
+        double acc = 0.0;
+        for (size_t i = 0; i < hw; i++)
+            acc += (double)x[p * hw + i];
+        y[p] = (float)(acc / (double)hw);
+    }
+    return 0;
+}
+
 int ref_layer(const spec_layer *l, const spec_padding *pad, const ref_params *p,
-              const spec_shape *in, const float *x, const spec_shape *out, float *y)
+              const spec_shape *ins, const float *const *xs, const spec_shape *out, float *y)
 {
     static const ref_params none = {0};
     if (!p)
         p = &none;
+    const spec_shape *in = &ins[0];
+    const float *x = xs[0];
     const size_t n = ref_count(in);
     switch (l->op) {
     case SPEC_CONV2D:
@@ -274,6 +352,10 @@ int ref_layer(const spec_layer *l, const spec_padding *pad, const ref_params *p,
     case SPEC_SIGMOID:
     case SPEC_TANH:
     case SPEC_GELU:
+    case SPEC_RELU6:
+    case SPEC_HARDSWISH:
+    case SPEC_HARDSIGMOID:
+    case SPEC_SILU:
         for (size_t i = 0; i < n; i++)
             y[i] = (float)ref_eltwise(l, (double)x[i]);
         return 0;
@@ -287,10 +369,19 @@ int ref_layer(const spec_layer *l, const spec_padding *pad, const ref_params *p,
         return ref_avgpool(l, pad, in, x, out, y);
     case SPEC_ADAPTIVEAVGPOOL2D:
         return ref_adaptive_avgpool(in, x, out, y);
+    case SPEC_ADD:
+        return ref_add(l, ins, xs, y);
+    case SPEC_MUL:
+        return ref_mul(ins, xs, out, y);
+    case SPEC_CAT:
+        return ref_cat(l, ins, xs, out, y);
+    case SPEC_MEAN:
+        return ref_mean(in, x, y);
     case SPEC_FLATTEN:
     case SPEC_DROPOUT:
     case SPEC_DROPOUT2D:
     case SPEC_IDENTITY:
+    case SPEC_STOCHASTICDEPTH:
         /* A row-major reshape (Flatten) or the identity in eval mode: the same bytes. */
         if (ref_count(out) != n)
             return -1;

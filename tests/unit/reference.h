@@ -13,9 +13,9 @@ typedef struct {
 } ref_params;
 
 /* Computes one layer the slow, obvious way, in double accumulators, on row-major NCHW (or [N, F])
- * float tensors: x has shape `in`, y gets shape `out` (both from spec_infer, pads from spec_infer
- * too). Returns 0, or -1 for an op it does not know. */
+ * float tensors: the layer's l->n_inputs inputs x[k] have shapes in[k], y gets shape `out` (all
+ * from spec_infer, pads from spec_infer too). Returns 0, or -1 for an op it does not know. */
 int ref_layer(const spec_layer *l, const spec_padding *pad, const ref_params *p,
-              const spec_shape *in, const float *x, const spec_shape *out, float *y);
+              const spec_shape *in, const float *const *x, const spec_shape *out, float *y);
 
 #endif

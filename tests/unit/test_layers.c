@@ -631,37 +631,46 @@ static float *ref_forward(const char *name, const spec_model *sm, const test_wei
     int bad = -1;
     spec_shape *shapes = calloc(sm->n_layers + 1, sizeof *shapes);
     spec_padding *pads = calloc(sm->n_layers + 1, sizeof *pads);
-    float *cur = NULL;
+    float *cur = NULL, **outs = NULL;
+    spec_shape *ins = NULL;
+    const float **xs = NULL;
     if (!shapes || !pads)
         goto done;
     if (spec_infer(sm, dims, rank, shapes, pads, &bad, err, sizeof err) != ENGINE_OK) {
         fprintf(stderr, "case %s: spec_infer failed at layer %d: %s\n", name, bad, err);
         goto done;
     }
+    /* Every layer's output is kept, since a later layer may read any earlier one. */
     spec_shape in = {.rank = rank};
     memcpy(in.d, dims, (size_t)rank * sizeof *dims);
-    size_t n = shape_count(&in);
-    cur = malloc(n * sizeof *cur);
-    if (!cur)
+    outs = calloc(sm->n_layers, sizeof *outs);
+    ins = calloc(SPEC_MAX_INPUTS, sizeof *ins);
+    xs = calloc(SPEC_MAX_INPUTS, sizeof *xs);
+    if (!outs || !ins || !xs)
         goto done;
-    memcpy(cur, x, n * sizeof *cur);
     for (size_t i = 0; i < sm->n_layers; i++) {
-        float *next = malloc(shape_count(&shapes[i]) * sizeof *next);
-        if (!next ||
-            ref_layer(&sm->layers[i], &pads[i], &w->params[i], &in, cur, &shapes[i], next) != 0) {
+        const spec_layer *l = &sm->layers[i];
+        for (int k = 0; k < l->n_inputs; k++) {
+            int src = l->inputs[k];
+            ins[k] = src == SPEC_INPUT ? in : shapes[src];
+            xs[k] = src == SPEC_INPUT ? x : outs[src];
+        }
+        outs[i] = malloc((shape_count(&shapes[i]) + 1) * sizeof *outs[i]);
+        if (!outs[i] || ref_layer(l, &pads[i], &w->params[i], ins, xs, &shapes[i], outs[i]) != 0) {
             fprintf(stderr, "case %s: ref_layer failed at layer %zu (%s)\n", name, i,
-                    spec_op_name(sm->layers[i].op));
-            free(next);
-            free(cur);
-            cur = NULL;
+                    spec_op_name(l->op));
             goto done;
         }
-        free(cur);
-        cur = next;
-        in = shapes[i];
     }
-    *out_shape = in;
+    cur = outs[sm->n_layers - 1];
+    outs[sm->n_layers - 1] = NULL;
+    *out_shape = shapes[sm->n_layers - 1];
 done:
+    for (size_t i = 0; outs && i < sm->n_layers; i++)
+        free(outs[i]);
+    free(outs);
+    free(ins);
+    free(xs);
     free(shapes);
     free(pads);
     return cur;
@@ -807,7 +816,7 @@ static void run_case(const char *dir, const layer_case *c, uint64_t *rng)
     /* A parameterless model has no weights file, which the engine calls random weights. */
     CHECK(engine_model_random_weights(m) == !spec_has_weights(sm));
     CHECK_INT(engine_model_params(m), weights_params(w));
-    if (engine_runner_create(m, 0, &r, err, sizeof err) != ENGINE_OK) {
+    if (engine_runner_create(m, NULL, &r, err, sizeof err) != ENGINE_OK) {
         fprintf(stderr, "case %s: engine_runner_create: %s\n", c->name, err);
         CHECK(r != NULL);
         goto done;
@@ -885,7 +894,7 @@ static void test_wrong_input(const char *dir, uint64_t *rng)
     test_weights *w = json ? write_pair(dir, json, json, rng) : NULL;
     if (!w || spec_parse(json, strlen(json), &sm, err, sizeof err) != ENGINE_OK ||
         engine_model_load(dir, NULL, &m, err, sizeof err) != ENGINE_OK ||
-        engine_runner_create(m, 0, &r, err, sizeof err) != ENGINE_OK) {
+        engine_runner_create(m, NULL, &r, err, sizeof err) != ENGINE_OK) {
         fprintf(stderr, "wrong_input: setup failed: %s\n", err);
         CHECK(!"wrong_input setup");
         goto done;
@@ -1057,7 +1066,7 @@ static void test_random_weights(const char *dir)
     float *x = NULL;
     if (!json || !write_model(dir, json, NULL) ||
         engine_model_load(dir, NULL, &m, err, sizeof err) != ENGINE_OK ||
-        engine_runner_create(m, 0, &r, err, sizeof err) != ENGINE_OK) {
+        engine_runner_create(m, NULL, &r, err, sizeof err) != ENGINE_OK) {
         fprintf(stderr, "random weights: setup failed: %s\n", err);
         CHECK(!"random weights setup");
         goto done;
@@ -1110,7 +1119,7 @@ static void test_free_size(const char *dir, uint64_t *rng)
     test_weights *w = json ? write_pair(dir, json, json, rng) : NULL;
     if (!w || spec_parse(json, strlen(json), &sm, err, sizeof err) != ENGINE_OK ||
         engine_model_load(dir, NULL, &m, err, sizeof err) != ENGINE_OK ||
-        engine_runner_create(m, 0, &r, err, sizeof err) != ENGINE_OK) {
+        engine_runner_create(m, NULL, &r, err, sizeof err) != ENGINE_OK) {
         fprintf(stderr, "free_size: setup failed: %s\n", err);
         CHECK(!"free_size setup");
         goto done;

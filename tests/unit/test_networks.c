@@ -91,7 +91,7 @@ static void run_dir(const char *dir, double tol)
         CHECK_INT(st, ENGINE_OK);
         return;
     }
-    st = engine_runner_create(m, 0, &r, err, sizeof err);
+    st = engine_runner_create(m, NULL, &r, err, sizeof err);
     CHECK_INT(st, ENGINE_OK);
     snprintf(path, sizeof path, "%s/cases.safetensors", dir);
     buf = slurp(path, &len);
