@@ -206,6 +206,10 @@ static const layer_case CASES[] = {
     ACT_CASES("gelu", "{'op':'GELU'}"),
     ACT_CASES("gelu_none", "{'op':'GELU','approximate':'none'}"),
     ACT_CASES("gelu_tanh", "{'op':'GELU','approximate':'tanh'}"),
+    ACT_CASES("relu6", "{'op':'ReLU6'}"),
+    ACT_CASES("hardswish", "{'op':'Hardswish'}"),
+    ACT_CASES("hardsigmoid", "{'op':'Hardsigmoid'}"),
+    ACT_CASES("silu", "{'op':'SiLU','inplace':true}"),
     {"tanh_on_2d_input", "[10]", "[{'op':'Tanh'}]", 3.0, false},
     {"conv_relu_sigmoid", "[3,6,7]",
      "[{'op':'Conv2d','name':'c','in_channels':3,'out_channels':8,'kernel_size':3},"
@@ -280,7 +284,7 @@ static const layer_case CASES[] = {
      "'count_include_pad':true}]",
      0, true},
     {"avgpool_ceil_include_p0", "[3,8,9]",
-     "[{'op':'AvgPool2d','kernel_size':3,'stride':2,'ceil_mode':true}]", 0, true},
+     "[{'op':'AvgPool2d','kernel_size':3,'stride':2,'ceil_mode':true}]", 0, false},
     {"conv_avgpool_16", "[3,8,8]",
      "[{'op':'Conv2d','name':'c','in_channels':3,'out_channels':16,'kernel_size':3,'padding':1},"
      "{'op':'AvgPool2d','kernel_size':3,'stride':2,'padding':1}]",
@@ -289,7 +293,16 @@ static const layer_case CASES[] = {
     {"adaptive_2x2_on_8x8", "[3,8,8]", "[{'op':'AdaptiveAvgPool2d','output_size':2}]", 0, false},
     {"adaptive_2x4_on_8x8", "[3,8,8]", "[{'op':'AdaptiveAvgPool2d','output_size':[2,4]}]", 0,
      false},
-    {"adaptive_3x3_on_8x8", "[3,8,8]", "[{'op':'AdaptiveAvgPool2d','output_size':3}]", 0, true},
+    {"adaptive_3x3_on_8x8", "[3,8,8]", "[{'op':'AdaptiveAvgPool2d','output_size':3}]", 0, false},
+    {"adaptive_5x3_on_7x11", "[3,7,11]", "[{'op':'AdaptiveAvgPool2d','output_size':[5,3]}]", 0,
+     false},
+    {"adaptive_7x7_on_3x2_upsampling", "[4,3,2]", "[{'op':'AdaptiveAvgPool2d','output_size':7}]", 0,
+     false},
+    {"conv_adaptive_uneven_linear", "[3,9,9]",
+     "[{'op':'Conv2d','name':'c','in_channels':3,'out_channels':16,'kernel_size':3},"
+     "{'op':'AdaptiveAvgPool2d','output_size':[4,5]},{'op':'Flatten'},"
+     "{'op':'Linear','name':'fc','in_features':320,'out_features':6}]",
+     0, false},
     {"conv_adaptive_global_16", "[3,8,8]",
      "[{'op':'Conv2d','name':'c','in_channels':3,'out_channels':16,'kernel_size':3},"
      "{'op':'AdaptiveAvgPool2d','output_size':[1,1]}]",
@@ -364,6 +377,123 @@ static const layer_case CASES[] = {
      "{'op':'Linear','name':'fc1','in_features':128,'out_features':16},"
      "{'op':'Dropout','p':0.5},"
      "{'op':'Linear','name':'fc2','in_features':16,'out_features':5},{'op':'Identity'}]",
+     0, false},
+
+    /* Graphs. Residual adds: fused into the convolution producing one operand (a sum post-op),
+     * into either operand, with the other operand still needed later or not, from the model
+     * input, from pooling, from another convolution (a projection shortcut); and unfused. */
+    {"residual_conv_bn_add_relu", "[8,6,6]",
+     "[{'op':'Conv2d','name':'c','in_channels':8,'out_channels':8,'kernel_size':3,'padding':1,"
+     "'bias':false},{'op':'BatchNorm2d','name':'bn','num_features':8},"
+     "{'op':'Add','inputs':['bn','input']},{'op':'ReLU'}]",
+     0, false},
+    {"residual_x_plus_conv_x", "[8,6,6]",
+     "[{'op':'MaxPool2d','id':'p','kernel_size':3,'stride':1,'padding':1},"
+     "{'op':'Conv2d','name':'c','in_channels':8,'out_channels':8,'kernel_size':3,'padding':1},"
+     "{'op':'Add','inputs':['p','c']}]",
+     0, false},
+    {"residual_operand_used_later", "[8,6,6]",
+     "[{'op':'ReLU','id':'r'},"
+     "{'op':'Conv2d','name':'c','in_channels':8,'out_channels':8,'kernel_size':1},"
+     "{'op':'Add','id':'a','inputs':['c','r']},"
+     "{'op':'Add','inputs':['a','r']}]",
+     0, false},
+    {"residual_projection_shortcut", "[4,8,8]",
+     "[{'op':'Conv2d','name':'c1','in_channels':4,'out_channels':8,'kernel_size':3,'stride':2,"
+     "'padding':1,'bias':false},{'op':'BatchNorm2d','name':'bn1','num_features':8},"
+     "{'op':'ReLU'},"
+     "{'op':'Conv2d','name':'c2','in_channels':8,'out_channels':8,'kernel_size':3,'padding':1,"
+     "'bias':false},{'op':'BatchNorm2d','name':'bn2','num_features':8},"
+     "{'op':'Conv2d','name':'down','in_channels':4,'out_channels':8,'kernel_size':1,'stride':2,"
+     "'bias':false,'inputs':['input']},{'op':'BatchNorm2d','name':'dbn','num_features':8},"
+     "{'op':'Add','inputs':['bn2','dbn']},{'op':'ReLU'}]",
+     0, false},
+    {"residual_conv_used_twice_unfused", "[8,6,6]",
+     "[{'op':'Conv2d','name':'c','in_channels':8,'out_channels':8,'kernel_size':3,'padding':1},"
+     "{'op':'Add','id':'a','inputs':['c','input']},{'op':'Sigmoid','id':'s','inputs':['c']},"
+     "{'op':'Add','inputs':['a','s']}]",
+     0, false},
+    {"add_three_then_relu", "[8,5,7]",
+     "[{'op':'ReLU','id':'r'},{'op':'Tanh','id':'t','inputs':['input']},"
+     "{'op':'Add','inputs':['r','t','input']},{'op':'ReLU'}]",
+     3.0, false},
+    {"add_same_tensor_twice", "[6,4,4]",
+     "[{'op':'Sigmoid','id':'s'},{'op':'Add','inputs':['s','s']}]", 0, false},
+    {"add_linear_branches", "[12]",
+     "[{'op':'Linear','name':'a','in_features':12,'out_features':7},"
+     "{'op':'Linear','name':'b','in_features':12,'out_features':7,'inputs':['input']},"
+     "{'op':'Add','inputs':['a','b']},{'op':'ReLU6'}]",
+     0, false},
+    /* Squeeze-excitation: global pooling or Mean, two 1x1 convolutions (or Linears), a gate, and
+     * the broadcasting Mul, either way round. */
+    {"se_hardsigmoid_mul", "[16,7,7]",
+     "[{'op':'Conv2d','name':'c','in_channels':16,'out_channels':16,'kernel_size':3,'padding':1},"
+     "{'op':'Hardswish','id':'x'},"
+     "{'op':'AdaptiveAvgPool2d','output_size':1},"
+     "{'op':'Conv2d','name':'fc1','in_channels':16,'out_channels':8,'kernel_size':1},"
+     "{'op':'ReLU'},"
+     "{'op':'Conv2d','name':'fc2','in_channels':8,'out_channels':16,'kernel_size':1},"
+     "{'op':'Hardsigmoid','id':'g'},{'op':'Mul','inputs':['g','x']}]",
+     0, false},
+    {"se_mean_linear_sigmoid_mul", "[12,5,6]",
+     "[{'op':'SiLU','id':'x'},{'op':'Mean','dim':[2,3],'keepdim':false},"
+     "{'op':'Linear','name':'fc1','in_features':12,'out_features':4},{'op':'SiLU'},"
+     "{'op':'Linear','name':'fc2','in_features':4,'out_features':12},{'op':'Sigmoid','id':'g'},"
+     "{'op':'Mean','id':'k','dim':[2,3],'keepdim':true,'inputs':['x']},"
+     "{'op':'Mul','id':'m','inputs':['x','k']},{'op':'Mean','id':'mm','dim':[-1,-2],"
+     "'inputs':['m']},{'op':'Mul','inputs':['g','mm']}]",
+     0, false},
+    {"mul_same_shape", "[6,4,5]",
+     "[{'op':'Tanh','id':'t'},{'op':'Sigmoid','id':'s','inputs':['input']},"
+     "{'op':'Mul','inputs':['t','s']}]",
+     0, false},
+    /* Concatenation: conv branches (Inception, SqueezeNet), the input itself, growing cats
+     * (DenseNet), a Cat of a single tensor, Cat on [N, F]. */
+    {"cat_fire", "[8,6,6]",
+     "[{'op':'Conv2d','name':'sq','in_channels':8,'out_channels':4,'kernel_size':1},"
+     "{'op':'ReLU','id':'s'},"
+     "{'op':'Conv2d','name':'e1','in_channels':4,'out_channels':8,'kernel_size':1},"
+     "{'op':'ReLU','id':'a'},"
+     "{'op':'Conv2d','name':'e3','in_channels':4,'out_channels':8,'kernel_size':3,'padding':1,"
+     "'inputs':['s']},"
+     "{'op':'ReLU','id':'b'},{'op':'Cat','dim':1,'inputs':['a','b']},"
+     "{'op':'MaxPool2d','kernel_size':3,'stride':2,'ceil_mode':true}]",
+     0, false},
+    {"cat_dense_growth", "[4,5,5]",
+     "[{'op':'BatchNorm2d','name':'bn0','num_features':4},{'op':'ReLU'},"
+     "{'op':'Conv2d','name':'c0','in_channels':4,'out_channels':3,'kernel_size':3,'padding':1},"
+     "{'op':'Cat','id':'f1','dim':1,'inputs':['input','c0']},"
+     "{'op':'BatchNorm2d','name':'bn1','num_features':7},{'op':'ReLU'},"
+     "{'op':'Conv2d','name':'c1','in_channels':7,'out_channels':3,'kernel_size':3,'padding':1},"
+     "{'op':'Cat','dim':1,'inputs':['input','c0','c1']},"
+     "{'op':'AvgPool2d','kernel_size':2}]",
+     0, false},
+    {"cat_with_input_and_pool", "[3,8,8]",
+     "[{'op':'Conv2d','name':'c','in_channels':3,'out_channels':16,'kernel_size':3,'padding':1},"
+     "{'op':'MaxPool2d','id':'p','kernel_size':3,'stride':1,'padding':1,'inputs':['input']},"
+     "{'op':'Cat','dim':-3,'inputs':['c','input','p']},{'op':'ReLU'}]",
+     0, false},
+    {"cat_single_and_2d", "[10]",
+     "[{'op':'Linear','name':'a','in_features':10,'out_features':3},"
+     "{'op':'Cat','id':'one','dim':1,'inputs':['a']},"
+     "{'op':'Cat','dim':-1,'inputs':['one','input','one']}]",
+     0, false},
+    /* StochasticDepth is the identity in eval, wherever it sits. */
+    {"stochastic_depth_residual", "[8,6,6]",
+     "[{'op':'Conv2d','name':'c','in_channels':8,'out_channels':8,'kernel_size':3,'padding':1},"
+     "{'op':'StochasticDepth','id':'sd','p':0.2,'mode':'row'},"
+     "{'op':'Add','inputs':['sd','input']}]",
+     0, false},
+    /* An activation whose input has two readers is not fused, and a conv output read twice. */
+    {"conv_relu_two_readers", "[4,6,6]",
+     "[{'op':'Conv2d','name':'c','in_channels':4,'out_channels':8,'kernel_size':3,'padding':1},"
+     "{'op':'ReLU','id':'r'},{'op':'Tanh','id':'t','inputs':['c']},"
+     "{'op':'Cat','dim':1,'inputs':['r','t']}]",
+     0, false},
+    /* A shared conv (weights used twice) and a graph whose output is a Flatten of a pool. */
+    {"mean_keepdim_flatten_linear", "[6,5,5]",
+     "[{'op':'Mean','dim':[2,3],'keepdim':true},{'op':'Flatten'},"
+     "{'op':'Linear','name':'fc','in_features':6,'out_features':4}]",
      0, false},
 
     /* The notebook's networks, shrunk to small inputs. */
