@@ -69,8 +69,9 @@ static const char *const op_names[SPEC_OP_COUNT] = {
 
 /* The keys each object accepts: the constructor's keyword arguments, plus "op" and "name". */
 static const char *const top_keys[] = {
-    "name",           "description",      "weights",    "seed",      "input",  "output",
-    "max_batch_size", "dynamic_batching", "preprocess", "precision", "layers", NULL};
+    "name",      "description",    "weights",          "seed",       "input",
+    "output",    "max_batch_size", "dynamic_batching", "preprocess", "precision",
+    "instances", "threads",        "layers",           NULL};
 static const char *const input_keys[] = {"name", "shape", NULL};
 static const char *const output_keys[] = {"name", "labels", NULL};
 static const char *const batching_keys[] = {"max_queue_delay_us", NULL};
@@ -1244,6 +1245,13 @@ static engine_status parse_model(const pctx *c, json_t *root, spec_model *m)
     int precision;
     TRY(get_choice(c, root, "precision", precisions, 0, "\"f32\" or \"bf16\"", &precision));
     m->precision = precision == 0 ? SPEC_F32 : SPEC_BF16;
+
+    /* Serving: inference workers and OpenMP threads each; 0 leaves them to the server. */
+    int64_t instances, threads;
+    TRY(get_int(c, root, "instances", false, 0, 1, SPEC_MAX_INSTANCES, POSITIVE, &instances));
+    TRY(get_int(c, root, "threads", false, 0, 1, SPEC_MAX_THREADS, POSITIVE, &threads));
+    m->instances = (int)instances;
+    m->threads = (int)threads;
 
     return parse_layers(c, root, m);
 }

@@ -36,6 +36,8 @@ enum {
     SPEC_MAX_DIM = 1 << 20,   /* any channel, feature, kernel, stride, padding or dilation value */
     SPEC_MAX_BATCH = 4096,    /* max_batch_size */
     SPEC_MAX_JSON = 4 << 20,  /* bytes of model.json */
+    SPEC_MAX_INSTANCES = 64,  /* inference workers of one model */
+    SPEC_MAX_THREADS = 1024,  /* OpenMP threads of one worker */
     SPEC_MAX_RANK = 4,        /* tensors are [N, C, H, W] or [N, F] */
 };
 
@@ -164,6 +166,8 @@ typedef struct {
     int64_t max_queue_delay_us; /* default 0: run what is waiting at once */
     spec_preprocess preprocess;
     spec_precision precision;
+    int instances; /* inference workers; 0 = the server's default */
+    int threads;   /* OpenMP threads of each; 0 = the server's default */
 
     spec_layer *layers;
     size_t n_layers;

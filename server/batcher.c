@@ -1,9 +1,7 @@
-/* batcher.c - the per-model queue and inference worker: dynamic batching over the engine. */
+/* batcher.c - the per-model queue and its inference workers: dynamic batching over the engine. */
 #include "batcher.h"
 
-#include <errno.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,23 +10,35 @@
 #define NS_PER_US INT64_C(1000)
 #define NS_PER_MS INT64_C(1000000)
 #define NS_PER_S  INT64_C(1000000000)
+/* Weight of the newest gap in the moving average of request arrival gaps. */
+#define GAP_EMA_WEIGHT 0.2
+
+typedef struct worker {
+    struct batcher *b;
+    int index;
+    pthread_t thread;
+    bool started;
+    batch_job **jobs;
+    float *batch_in; /* concatenated inputs of a multi-job batch */
+    size_t batch_in_cap;
+} worker;
 
 struct batcher {
     const engine_model *m;
     batcher_options o;
-    pthread_t thread;
-    bool thread_started;
+    worker *workers;
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* jobs arrived, or stop */
-    pthread_cond_t started; /* the worker finished warming up (or failed) */
+    pthread_cond_t started; /* a worker finished warming up (or failed) */
     batch_job *head, *tail;
     int queued;
-    bool stopping, ready;
-    srv_status start_status;
+    bool stopping;
+    int warmed; /* workers that finished warming up, well or not */
+    int start_failed;
     char start_err[512];
-    char describe[1024];
-    float *batch_in; /* concatenated inputs of a multi-job batch */
-    size_t batch_in_cap;
+    batcher_info info;
+    int64_t last_arrival_ns;
+    double gap_ns; /* moving average of the time between arrivals; 0 until two arrived */
 };
 
 int64_t monotonic_ns(void)
@@ -73,9 +83,29 @@ static void finish(batch_job *j, srv_status s)
     j->done(j, j->ctx);
 }
 
-/* Runs the jobs of one batch: in place for a single job, concatenated otherwise. */
-static void run_batch(batcher *b, engine_runner *r, batch_job **jobs, int njobs, int64_t samples)
+/* The engine's verdict as the server's: a request the engine cannot run for lack of memory is
+ * the server being busy (503), one whose input the engine refuses is the client's (400; inputs are
+ * checked before queueing, so this is rare), and anything else is a server bug (500). */
+static srv_status status_of(engine_status st)
 {
+    switch (st) {
+    case ENGINE_OK:
+        return SRV_OK;
+    case ENGINE_E_INPUT:
+        return SRV_BAD_REQUEST;
+    case ENGINE_E_LIMIT:
+        return SRV_TOO_LARGE;
+    case ENGINE_E_NOMEM:
+        return SRV_UNAVAILABLE;
+    default:
+        return SRV_INTERNAL;
+    }
+}
+
+/* Runs the jobs of one batch: in place for a single job, concatenated otherwise. */
+static void run_batch(worker *w, engine_runner *r, batch_job **jobs, int njobs, int64_t samples)
+{
+    batcher *b = w->b;
     char err[512];
     const batch_job *first = jobs[0];
     size_t per = sample_count(first);
@@ -84,28 +114,30 @@ static void run_batch(batcher *b, engine_runner *r, batch_job **jobs, int njobs,
     for (int k = 0; k < njobs; k++) {
         jobs[k]->started_ns = t0;
         jobs[k]->batch_size = (int)samples;
+        jobs[k]->instance = w->index;
     }
     if (njobs > 1) {
         size_t need = per * (size_t)samples;
-        if (need > b->batch_in_cap) {
-            float *nb = realloc(b->batch_in, need * sizeof *nb);
+        if (need > w->batch_in_cap) {
+            float *nb = realloc(w->batch_in, need * sizeof *nb);
             if (!nb) {
                 for (int k = 0; k < njobs; k++) {
                     snprintf(jobs[k]->err, sizeof jobs[k]->err, "out of memory for a batch");
+                    jobs[k]->engine = ENGINE_E_NOMEM;
                     finish(jobs[k], SRV_UNAVAILABLE);
                 }
                 return;
             }
-            b->batch_in = nb;
-            b->batch_in_cap = need;
+            w->batch_in = nb;
+            w->batch_in_cap = need;
         }
         size_t off = 0;
         for (int k = 0; k < njobs; k++) {
             size_t c = per * (size_t)jobs[k]->dims[0];
-            memcpy(b->batch_in + off, jobs[k]->in, c * sizeof *b->batch_in);
+            memcpy(w->batch_in + off, jobs[k]->in, c * sizeof *w->batch_in);
             off += c;
         }
-        in = b->batch_in;
+        in = w->batch_in;
     }
     int64_t dims[SPEC_MAX_RANK];
     memcpy(dims, first->dims, sizeof dims);
@@ -117,10 +149,10 @@ static void run_batch(batcher *b, engine_runner *r, batch_job **jobs, int njobs,
     size_t off = 0;
     for (int k = 0; k < njobs; k++) {
         batch_job *j = jobs[k];
+        j->engine = st;
         if (st != ENGINE_OK) {
-            /* Inputs were validated before queueing, so a failure here is the server's fault. */
             snprintf(j->err, sizeof j->err, "inference failed: %s", err);
-            finish(j, SRV_INTERNAL);
+            finish(j, status_of(st));
             continue;
         }
         if (off + j->out_count > out.count) {
@@ -135,37 +167,57 @@ static void run_batch(batcher *b, engine_runner *r, batch_job **jobs, int njobs,
     }
 }
 
+/* Whether to wait for more requests before running what is queued: only while the batch is not
+ * full, the oldest request's delay is not used up, and requests have recently been arriving faster
+ * than the time left, so that another one is expected to join. A lone client's request runs at
+ * once (nothing else can arrive while it waits), and a steady stream fills batches. */
+static bool worth_waiting(const batcher *b, const batch_job *first, int64_t now, int64_t deadline)
+{
+    if (b->stopping || now >= deadline || compatible_samples(b, first) >= b->o.max_batch)
+        return false;
+    return b->gap_ns > 0 && b->gap_ns < (double)(deadline - now) &&
+           now - b->last_arrival_ns < (int64_t)(2 * b->gap_ns) + NS_PER_US;
+}
+
+static void timed_wait(batcher *b, int64_t until_ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(until_ns / NS_PER_S),
+                          .tv_nsec = (long)(until_ns % NS_PER_S)};
+    pthread_cond_timedwait(&b->cv, &b->mu,
+                           &ts); /* the condition variable runs on CLOCK_MONOTONIC */
+}
+
 static void *worker_main(void *arg)
 {
-    batcher *b = arg;
+    worker *w = arg;
+    batcher *b = w->b;
     engine_runner *r = NULL;
     char err[512];
-    batch_job **jobs = calloc((size_t)b->o.max_batch, sizeof *jobs);
-    srv_status s = SRV_OK;
-    if (!jobs) {
-        s = srv_fail(err, sizeof err, SRV_INTERNAL, "out of memory");
-    } else if (engine_runner_create(
-                   b->m,
-                   &(engine_runner_options){.threads = b->o.threads, .max_batch = b->o.max_batch},
-                   &r, err, sizeof err) != ENGINE_OK ||
-               engine_runner_warmup(r, err, sizeof err) != ENGINE_OK) {
-        s = SRV_INTERNAL;
-    }
+    bool ok = false;
+    w->jobs = calloc((size_t)b->o.max_batch, sizeof *w->jobs);
+    engine_runner_options ro = {
+        .threads = b->o.threads, .max_batch = b->o.max_batch, .cache_bytes = b->o.cache_bytes};
+    if (!w->jobs)
+        snprintf(err, sizeof err, "out of memory");
+    else if (engine_runner_create(b->m, &ro, &r, err, sizeof err) == ENGINE_OK &&
+             engine_runner_warmup(r, err, sizeof err) == ENGINE_OK)
+        ok = true;
     pthread_mutex_lock(&b->mu);
-    b->start_status = s;
-    if (s != SRV_OK) {
+    if (!ok) {
+        b->start_failed++;
         snprintf(b->start_err, sizeof b->start_err, "%s", err);
-    } else {
-        char kernels[768];
-        snprintf(b->describe, sizeof b->describe, "precision %s, kernels %s",
-                 engine_runner_precision(r) == SPEC_BF16 ? "bf16" : "f32",
-                 engine_runner_kernels(r, kernels, sizeof kernels));
+    } else if (w->index == 0) {
+        b->info.precision = engine_runner_precision(r);
+        b->info.reference = engine_runner_uses_reference(r);
+        engine_runner_kernels(r, b->info.kernels, sizeof b->info.kernels);
+        engine_runner_usage_info u;
+        engine_runner_usage(r, &u);
+        b->info.weight_bytes = u.weight_bytes;
     }
-    b->ready = true;
+    b->warmed++;
     pthread_cond_broadcast(&b->started);
-    if (s != SRV_OK) {
+    if (!ok) {
         pthread_mutex_unlock(&b->mu);
-        free(jobs);
         engine_runner_destroy(r);
         return NULL;
     }
@@ -176,21 +228,15 @@ static void *worker_main(void *arg)
         if (!b->head)
             break; /* stopping and drained */
         batch_job *first = b->head;
-
-        /* Wait for a full batch, but never longer than max_delay after the oldest arrival. */
         int64_t deadline = first->enqueued_ns + b->o.max_delay_us * NS_PER_US;
-        while (!b->stopping && compatible_samples(b, first) < b->o.max_batch &&
-               monotonic_ns() < deadline) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t wait = deadline - monotonic_ns();
-            if (wait <= 0)
-                break;
-            int64_t abs_ns = (int64_t)ts.tv_nsec + wait;
-            ts.tv_sec += (time_t)(abs_ns / NS_PER_S);
-            ts.tv_nsec = (long)(abs_ns % NS_PER_S);
-            pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+        while (worth_waiting(b, first, monotonic_ns(), deadline)) {
+            timed_wait(b, deadline);
+            if (b->head != first)
+                break; /* another worker took it */
         }
+        if (!b->head)
+            continue;
+        first = b->head;
 
         /* Take compatible jobs in arrival order while they fit; expire the ones that waited too
          * long. Jobs of another shape stay queued for the next round. */
@@ -211,7 +257,7 @@ static void *worker_main(void *arg)
                 j->next = NULL;
                 b->queued--;
                 if (take) {
-                    jobs[njobs++] = j;
+                    w->jobs[njobs++] = j;
                     samples += j->dims[0];
                 } else {
                     j->next = expired;
@@ -222,6 +268,9 @@ static void *worker_main(void *arg)
                 link = &j->next;
             }
         }
+        /* Others may still be waiting: let another worker look at them. */
+        if (b->head)
+            pthread_cond_signal(&b->cv);
         pthread_mutex_unlock(&b->mu);
 
         while (expired) {
@@ -233,11 +282,10 @@ static void *worker_main(void *arg)
             finish(j, SRV_UNAVAILABLE);
         }
         if (njobs > 0)
-            run_batch(b, r, jobs, njobs, samples);
+            run_batch(w, r, w->jobs, njobs, samples);
         pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu);
-    free(jobs);
     engine_runner_destroy(r);
     return NULL;
 }
@@ -253,20 +301,39 @@ srv_status batcher_create(const engine_model *m, const batcher_options *o, batch
     b->o = *o;
     if (b->o.max_batch < 1)
         b->o.max_batch = 1;
+    if (b->o.instances < 1)
+        b->o.instances = 1;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
+    pthread_cond_init(&b->cv, &ca);
     pthread_cond_init(&b->started, NULL);
-    if (pthread_create(&b->thread, NULL, worker_main, b) != 0) {
+    pthread_condattr_destroy(&ca);
+    b->workers = calloc((size_t)b->o.instances, sizeof *b->workers);
+    if (!b->workers) {
         batcher_destroy(b);
-        return srv_fail(err, errlen, SRV_INTERNAL, "cannot start the inference thread");
+        return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
     }
-    b->thread_started = true;
+    int started = 0;
+    for (int i = 0; i < b->o.instances; i++) {
+        worker *w = &b->workers[i];
+        w->b = b;
+        w->index = i;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+            break;
+        w->started = true;
+        started++;
+    }
     pthread_mutex_lock(&b->mu);
-    while (!b->ready)
+    while (b->warmed < started)
         pthread_cond_wait(&b->started, &b->mu);
-    srv_status s = b->start_status;
-    if (s != SRV_OK)
-        srv_fail(err, errlen, s, "%s", b->start_err);
+    srv_status s = SRV_OK;
+    if (started < b->o.instances)
+        s = srv_fail(err, errlen, SRV_INTERNAL, "cannot start %d inference threads",
+                     b->o.instances);
+    else if (b->start_failed)
+        s = srv_fail(err, errlen, SRV_INTERNAL, "%s", b->start_err);
     pthread_mutex_unlock(&b->mu);
     if (s != SRV_OK) {
         batcher_destroy(b);
@@ -294,6 +361,12 @@ srv_status batcher_submit(batcher *b, batch_job *job, char *err, size_t errlen)
             b->head = job;
         b->tail = job;
         b->queued++;
+        if (b->last_arrival_ns) {
+            double gap = (double)(job->enqueued_ns - b->last_arrival_ns);
+            b->gap_ns =
+                b->gap_ns > 0 ? (1 - GAP_EMA_WEIGHT) * b->gap_ns + GAP_EMA_WEIGHT * gap : gap;
+        }
+        b->last_arrival_ns = job->enqueued_ns;
         pthread_cond_signal(&b->cv);
     }
     pthread_mutex_unlock(&b->mu);
@@ -308,22 +381,27 @@ int batcher_queued(batcher *b)
     return n;
 }
 
-const char *batcher_describe(batcher *b, char *buf, size_t len)
+void batcher_get_info(batcher *b, batcher_info *info)
 {
-    snprintf(buf, len, "%s", b->describe);
-    return buf;
+    pthread_mutex_lock(&b->mu);
+    *info = b->info;
+    pthread_mutex_unlock(&b->mu);
 }
 
 void batcher_stop(batcher *b)
 {
-    if (!b || !b->thread_started)
+    if (!b || !b->workers)
         return;
     pthread_mutex_lock(&b->mu);
     b->stopping = true;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
-    pthread_join(b->thread, NULL);
-    b->thread_started = false;
+    for (int i = 0; i < b->o.instances; i++) {
+        if (b->workers[i].started) {
+            pthread_join(b->workers[i].thread, NULL);
+            b->workers[i].started = false;
+        }
+    }
 }
 
 void batcher_destroy(batcher *b)
@@ -331,9 +409,13 @@ void batcher_destroy(batcher *b)
     if (!b)
         return;
     batcher_stop(b);
+    for (int i = 0; b->workers && i < b->o.instances; i++) {
+        free(b->workers[i].jobs);
+        free(b->workers[i].batch_in);
+    }
+    free(b->workers);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     pthread_cond_destroy(&b->started);
-    free(b->batch_in);
     free(b);
 }

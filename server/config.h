@@ -16,8 +16,10 @@
     XX(port, "--port", "CONVSERVE_PORT", INT, "8080", 0, 65535, "TCP port; 0 picks a free one")    \
     XX(http_threads, "--http-threads", "CONVSERVE_HTTP_THREADS", INT, "2", 1, 64,                  \
        "HTTP threads (parse, validate, serialise; never run the network)")                         \
+    XX(instances, "--instances", "CONVSERVE_INSTANCES", INT, "0", 0, 64,                           \
+       "inference workers per model (model.json 'instances' wins); 0 = one per 2 CPUs")            \
     XX(infer_threads, "--infer-threads", "CONVSERVE_INFER_THREADS", INT, "0", 0, 256,              \
-       "OpenMP threads per inference worker; 0 = one per CPU")                                     \
+       "OpenMP threads per inference worker (model.json 'threads' wins); 0 = CPUs / workers")      \
     XX(max_body_bytes, "--max-body-bytes", "CONVSERVE_MAX_BODY_BYTES", INT, "67108864", 1024,      \
        1073741824, "largest request body; larger gets 413")                                        \
     XX(max_image_pixels, "--max-image-pixels", "CONVSERVE_MAX_IMAGE_PIXELS", INT, "16777216", 1,   \

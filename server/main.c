@@ -1,15 +1,22 @@
 /* main.c - convserve: load the model repository, warm it up, serve HTTP until SIGTERM or SIGINT. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "server.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-enum { MAIN_ERR = 2048, MAIN_MAX_MODELS = 256 };
+enum {
+    MAIN_ERR = 2048,
+    MAIN_MAX_MODELS = 256,
+    DEFAULT_CPUS_PER_INSTANCE = 2, /* measured: see README, "Instances and threads" */
+};
 
 static void engine_warning(void *ctx, const char *message)
 {
@@ -19,6 +26,40 @@ static void engine_warning(void *ctx, const char *message)
 static int compare_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* CPUs this process may really use: the ones it may run on, and no more than a container's CPU
+ * quota (cgroup v2 cpu.max, or v1 cfs quota/period), which limits time, not CPUs, so that a
+ * 2-CPU container on a 64-core node does not start 64 threads and get throttled. */
+static int usable_cpus(void)
+{
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    double quota = 0, period = 0;
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f) {
+        char q[32] = "";
+        if (fscanf(f, "%31s %lf", q, &period) != 2 || strcmp(q, "max") == 0)
+            period = 0;
+        else
+            quota = strtod(q, NULL);
+        fclose(f);
+    } else if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r"))) {
+        if (fscanf(f, "%lf", &quota) != 1)
+            quota = 0;
+        fclose(f);
+        if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r"))) {
+            if (fscanf(f, "%lf", &period) != 1)
+                period = 0;
+            fclose(f);
+        }
+    }
+    if (quota > 0 && period > 0) {
+        int limit = (int)ceil(quota / period);
+        if (limit >= 1 && limit < n)
+            n = limit;
+    }
+    return n > 0 ? n : 1;
 }
 
 static void on_batch(void *ctx, int samples, int jobs, int64_t run_ns)
@@ -91,13 +132,23 @@ bool server_load_models(server *s, char *err, size_t errlen)
         }
         me->name = sp->name;
         me->max_batch = s->cfg.max_batch_size > 0 ? (int)s->cfg.max_batch_size : sp->max_batch_size;
+        /* Workers and threads: model.json, else the settings, else from the CPUs. */
+        int cpus = usable_cpus();
+        int instances = sp->instances ? sp->instances
+                        : s->cfg.instances
+                            ? (int)s->cfg.instances
+                            : (cpus + DEFAULT_CPUS_PER_INSTANCE - 1) / DEFAULT_CPUS_PER_INSTANCE;
+        int threads = sp->threads            ? sp->threads
+                      : s->cfg.infer_threads ? (int)s->cfg.infer_threads
+                                             : (cpus / instances > 0 ? cpus / instances : 1);
         batcher_options bo = {
             .max_batch = me->max_batch,
             .max_delay_us =
                 s->cfg.max_queue_delay_us >= 0 ? s->cfg.max_queue_delay_us : sp->max_queue_delay_us,
             .max_queue = (int)s->cfg.max_queue,
             .queue_timeout_ms = s->cfg.queue_timeout_ms,
-            .threads = (int)s->cfg.infer_threads,
+            .instances = instances,
+            .threads = threads,
             .on_batch = on_batch,
             .on_batch_ctx = me,
         };
@@ -117,16 +168,20 @@ bool server_load_models(server *s, char *err, size_t errlen)
             s->nmodels = i;
             goto fail_models;
         }
-        char desc[1024];
-        server_log(s, LOG_INFO, "model %s loaded and warmed up in %.0f ms: %lld parameters%s, %s",
+        batcher_info info;
+        batcher_get_info(me->batcher, &info);
+        server_log(s, LOG_INFO,
+                   "model %s loaded and warmed up in %.0f ms: %lld parameters%s, %d instance%s of "
+                   "%d thread%s, precision %s, kernels %s",
                    sp->name, (double)(monotonic_ns() - t0) / 1e6,
                    (long long)engine_model_params(me->model),
-                   engine_model_random_weights(me->model) ? " (random weights)" : "",
-                   batcher_describe(me->batcher, desc, sizeof desc));
-        if (sp->precision == SPEC_BF16 && strstr(desc, "precision f32"))
+                   engine_model_random_weights(me->model) ? " (random weights)" : "", instances,
+                   instances == 1 ? "" : "s", threads, threads == 1 ? "" : "s",
+                   info.precision == SPEC_BF16 ? "bf16" : "f32", info.kernels);
+        if (sp->precision == SPEC_BF16 && info.precision != SPEC_BF16)
             server_log(s, LOG_WARN, "model %s asks for bf16, which this CPU cannot run; using f32",
                        sp->name);
-        if (strstr(desc, "ref:"))
+        if (info.reference)
             server_log(s, LOG_WARN, "model %s uses a reference (slow) oneDNN kernel", sp->name);
         s->nmodels = i + 1;
     }
