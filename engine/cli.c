@@ -137,11 +137,19 @@ static int check_one(const char *dir)
     }
     engine_runner_usage_info u;
     engine_runner_usage(r, &u);
+    double outputs = 0; /* every layer's output at batch 1, float32: memory without any reuse */
+    for (size_t i = 0; i < s->n_layers; i++) {
+        double e = 4;
+        for (int k = 0; k < shapes[i].rank; k++)
+            e *= (double)shapes[i].d[k];
+        outputs += e;
+    }
     printf("  precision %s; kernels %s\n", engine_runner_precision(r) == SPEC_BF16 ? "bf16" : "f32",
            engine_runner_kernels(r, kernels, sizeof kernels));
-    printf("  memory at batch 1: activations and scratch %.2f MB planned by lifetime (%.2f MB "
-           "without reuse); weights %.2f MB; %zu plans\n",
-           (double)u.last_arena_bytes / MB, (double)u.last_unplanned_bytes / MB,
+    printf("  memory at batch 1: activations and scratch %.2f MB, buffers planned by lifetime "
+           "(%.2f MB without reuse; every layer's output together %.2f MB); weights %.2f MB; "
+           "%zu plans\n",
+           (double)u.last_arena_bytes / MB, (double)u.last_unplanned_bytes / MB, outputs / MB,
            (double)u.weight_bytes / MB, u.plans);
     if (engine_runner_uses_reference(r))
         printf("  warning: a primitive runs oneDNN's reference (slow) code\n");

@@ -411,6 +411,12 @@ engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t
         per_in *= (size_t)dims[i];
     if (__builtin_mul_overflow(per_out, n, &total))
         return engine_fail(err, errlen, ENGINE_E_INPUT, "output too large");
+    /* The previous answer may have been far larger (a free-size model): do not keep its buffer. */
+    if (r->out_cap > total && r->out_cap * sizeof(float) > ARENA_KEEP_MIN) {
+        free(r->out_buf);
+        r->out_buf = NULL;
+        r->out_cap = 0;
+    }
     if (!ensure(&r->out_buf, &r->out_cap, total))
         return engine_fail(err, errlen, ENGINE_E_NOMEM, "out of memory for the output");
     out->rank = os.rank;
@@ -454,6 +460,12 @@ engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t
     /* Give back what a large input needed beyond what the warm shapes use. */
     if (r->arena_size > ARENA_KEEP_MIN && r->arena_size > r->arena_keep)
         arena_release(r);
+    if ((r->pad_in_cap + r->pad_out_cap) * sizeof(float) > ARENA_KEEP_MIN) {
+        free(r->pad_in);
+        free(r->pad_out);
+        r->pad_in = r->pad_out = NULL;
+        r->pad_in_cap = r->pad_out_cap = 0;
+    }
     return st;
 }
 
