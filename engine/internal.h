@@ -54,8 +54,14 @@ typedef struct {
     int last_use; /* the last node that reads the output; n_nodes for the model's output */
 } node;
 
+/* The reordered weights of a model, shared by all its runners (plan.c). */
+typedef struct weight_store weight_store;
+weight_store *weight_store_create(size_t n_layers);
+void weight_store_destroy(weight_store *w);
+
 struct engine_model {
     spec_model *spec;
+    weight_store *store;
     model_layer *layers; /* spec->n_layers entries */
     bool random_weights;
     int64_t params;

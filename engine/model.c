@@ -422,6 +422,7 @@ void engine_model_destroy(engine_model *m)
         free(m->nodes[i].inputs);
     free(m->nodes);
     free(m->layer_value);
+    weight_store_destroy(m->store);
     if (m->spec)
         free_layers(m->layers, m->spec->n_layers);
     spec_destroy(m->spec);
@@ -520,6 +521,11 @@ engine_status engine_model_load_mem(const char *json, size_t json_len, const uin
     st = lower(m, msg, sizeof msg);
     if (st != ENGINE_OK) {
         engine_fail(err, errlen, st, "model '%s': %s", s->name, msg);
+        goto fail;
+    }
+    m->store = weight_store_create(s->n_layers);
+    if (!m->store) {
+        st = engine_fail(err, errlen, ENGINE_E_NOMEM, "out of memory");
         goto fail;
     }
 

@@ -445,26 +445,78 @@ fail:
 
 /* ---- weights ------------------------------------------------------------------------------ */
 
+weight_store *weight_store_create(size_t n_layers)
+{
+    weight_store *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->lc = calloc(n_layers ? n_layers : 1, sizeof *w->lc);
+    if (!w->lc) {
+        free(w);
+        return NULL;
+    }
+    w->n_layers = n_layers;
+    pthread_mutex_init(&w->mu, NULL);
+    return w;
+}
+
+void weight_store_destroy(weight_store *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->n_layers; i++) {
+        layer_cache *lc = &w->lc[i];
+        for (size_t k = 0; k < lc->nw; k++)
+            dnnl_memory_destroy(lc->w[k].mem);
+        free(lc->w);
+        dnnl_memory_destroy(lc->bias);
+        dnnl_memory_destroy(lc->mean);
+        dnnl_memory_destroy(lc->var);
+        dnnl_memory_destroy(lc->scale);
+        dnnl_memory_destroy(lc->shift);
+    }
+    free(w->lc);
+    if (w->eng)
+        dnnl_engine_destroy(w->eng);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+dnnl_status_t weight_store_engine(weight_store *w, dnnl_engine_t *out)
+{
+    dnnl_status_t s = dnnl_success;
+    pthread_mutex_lock(&w->mu);
+    if (!w->eng)
+        s = dnnl_engine_create(&w->eng, dnnl_cpu, 0);
+    *out = w->eng;
+    pthread_mutex_unlock(&w->mu);
+    return s;
+}
+
 /* The layer's weights in layout `want`, reordered from PyTorch's layout (`user`) the first time a
- * primitive asks for that layout, and shared by every plan afterwards. */
+ * primitive of any runner asks for that layout, and shared afterwards. */
 static engine_status layer_weights(builder *b, int layer, const dnnl_memory_desc_t *user,
                                    const dnnl_memory_desc_t *want, dnnl_memory_t *out)
 {
     engine_runner *r = b->r;
-    layer_cache *lc = &r->lc[layer];
-    for (size_t i = 0; i < lc->nw; i++) {
-        if (dnnl_memory_desc_equal(&lc->w[i].md, want)) {
-            *out = lc->w[i].mem;
-            return ENGINE_OK;
-        }
-    }
+    weight_store *ws = r->store;
     engine_status st = ENGINE_OK;
     dnnl_memory_t src = NULL, dst = NULL;
     dnnl_primitive_desc_t rpd = NULL;
     dnnl_primitive_t rp = NULL;
+    pthread_mutex_lock(&ws->mu);
+    layer_cache *lc = &ws->lc[layer];
+    for (size_t i = 0; i < lc->nw; i++) {
+        if (dnnl_memory_desc_equal(&lc->w[i].md, want)) {
+            *out = lc->w[i].mem;
+            goto done;
+        }
+    }
     weight_entry *n = realloc(lc->w, (lc->nw + 1) * sizeof *n);
-    if (!n)
-        return no_memory(b);
+    if (!n) {
+        st = no_memory(b);
+        goto done;
+    }
     lc->w = n;
     CK(dnnl_memory_create(&src, user, r->eng, r->m->layers[layer].weight));
     CK(dnnl_memory_create(&dst, want, r->eng, DNNL_MEMORY_ALLOCATE));
@@ -476,10 +528,12 @@ static engine_status layer_weights(builder *b, int layer, const dnnl_memory_desc
     lc->w[lc->nw].md = *want;
     lc->w[lc->nw].mem = dst;
     lc->nw++;
-    r->weight_bytes += dnnl_memory_desc_get_size(want);
+    ws->bytes += dnnl_memory_desc_get_size(want);
     *out = dst;
     dst = NULL;
 fail:
+done:
+    pthread_mutex_unlock(&ws->mu);
     dnnl_primitive_destroy(rp);
     dnnl_primitive_desc_destroy(rpd);
     dnnl_memory_destroy(src);
@@ -487,18 +541,21 @@ fail:
     return st;
 }
 
-/* A float32 [C] memory over one of the model's arrays (bias, BatchNorm statistics), cached. */
+/* A float32 [C] memory over one of the model's arrays (bias, BatchNorm statistics), made once. */
 static engine_status vector_mem(builder *b, dnnl_memory_t *slot, const float *data, int64_t n)
 {
-    if (*slot)
-        return ENGINE_OK;
+    weight_store *ws = b->r->store;
     engine_status st = ENGINE_OK;
-    dnnl_memory_desc_t md;
-    dnnl_dims_t d = {n};
-    CK(dnnl_memory_desc_init_by_tag(&md, 1, d, dnnl_f32, dnnl_x));
-    /* The primitives only read these arrays; oneDNN's API has no const handle. */
-    CK(dnnl_memory_create(slot, &md, b->r->eng, (void *)data));
+    pthread_mutex_lock(&ws->mu);
+    if (!*slot) {
+        dnnl_memory_desc_t md;
+        dnnl_dims_t d = {n};
+        CK(dnnl_memory_desc_init_by_tag(&md, 1, d, dnnl_f32, dnnl_x));
+        /* The primitives only read these arrays; oneDNN's API has no const handle. */
+        CK(dnnl_memory_create(slot, &md, b->r->eng, (void *)data));
+    }
 fail:
+    pthread_mutex_unlock(&ws->mu);
     return st;
 }
 
@@ -591,8 +648,8 @@ static engine_status build_conv(builder *b, int v)
     TRY(layer_weights(b, nd->layer, &wu_md,
                       dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &wmem));
     if (ml->bias) {
-        TRY(vector_mem(b, &b->r->lc[nd->layer].bias, ml->bias, l->out_channels));
-        bmem = b->r->lc[nd->layer].bias;
+        TRY(vector_mem(b, &b->r->store->lc[nd->layer].bias, ml->bias, l->out_channels));
+        bmem = b->r->store->lc[nd->layer].bias;
     }
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     if (nd->sum_input != NODE_NO_SUM)
@@ -671,8 +728,8 @@ static engine_status build_linear(builder *b, int v)
     TRY(layer_weights(b, nd->layer, &wu_md,
                       dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &wmem));
     if (ml->bias) {
-        TRY(vector_mem(b, &b->r->lc[nd->layer].bias, ml->bias, l->out_features));
-        bmem = b->r->lc[nd->layer].bias;
+        TRY(vector_mem(b, &b->r->store->lc[nd->layer].bias, ml->bias, l->out_features));
+        bmem = b->r->store->lc[nd->layer].bias;
     }
     TRY(fresh_tensor(b, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst));
     TRY(add_weighted_step(b, "linear", pd, src, wmem, bmem, dst));
@@ -724,7 +781,7 @@ static engine_status build_bnorm(builder *b, int v)
     const node *nd = &b->m->nodes[v];
     const spec_layer *l = &b->m->spec->layers[nd->layer];
     const model_layer *ml = &b->m->layers[nd->layer];
-    layer_cache *lc = &b->r->lc[nd->layer];
+    layer_cache *lc = &b->r->store->lc[nd->layer];
     engine_status st = ENGINE_OK;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_attr_t attr = NULL;

@@ -71,19 +71,31 @@ typedef struct {
     dnnl_memory_t bias, mean, var, scale, shift; /* f32 [C] views of the model's arrays */
 } layer_cache;
 
+/* Weights are read-only once reordered, so every runner of a model shares them (and the oneDNN
+ * engine they were made on); the lock covers finding or making one. */
+struct weight_store {
+    pthread_mutex_t mu;
+    dnnl_engine_t eng;
+    layer_cache *lc; /* per layer */
+    size_t n_layers;
+    size_t bytes;
+};
+
+/* The store's engine, created on first use. */
+dnnl_status_t weight_store_engine(weight_store *w, dnnl_engine_t *out);
+
 struct engine_runner {
     const engine_model *m;
     pthread_t owner;
-    dnnl_engine_t eng;
+    dnnl_engine_t eng; /* the store's */
     dnnl_stream_t strm;
     spec_precision precision;
     int threads;
-    size_t cache_bytes; /* budget for the plans: their primitives and the arena */
+    size_t cache_bytes;  /* budget for the plans: their primitives and the arena */
+    weight_store *store; /* the model's, shared */
     plan **plans;
     size_t nplans, capplans;
     uint64_t tick;
-    layer_cache *lc;
-    size_t weight_bytes;
     /* The arena holds the activations of whichever plan runs: one plan runs at a time. */
     unsigned char *arena;
     size_t arena_size;

@@ -297,14 +297,10 @@ engine_status engine_runner_create(const engine_model *m, const engine_runner_op
     r->precision = s->precision;
     r->threads = o ? o->threads : 0;
     r->cache_bytes = o && o->cache_bytes ? o->cache_bytes : ENGINE_DEFAULT_CACHE_BYTES;
-    r->lc = calloc(s->n_layers, sizeof *r->lc);
-    if (!r->lc) {
-        st = engine_fail(err, errlen, ENGINE_E_NOMEM, "out of memory");
-        goto fail;
-    }
+    r->store = m->store;
     if (r->threads > 0)
         omp_set_num_threads(r->threads);
-    CK(dnnl_engine_create(&r->eng, dnnl_cpu, 0));
+    CK(weight_store_engine(r->store, &r->eng));
     CK(dnnl_stream_create(&r->strm, r->eng, dnnl_stream_default_flags));
 
     /* Buckets: 1, 2, 3, 4, 6, 8, 12, 16, ... (powers of two and halfway between) up to
@@ -335,24 +331,8 @@ void engine_runner_destroy(engine_runner *r)
     for (size_t i = 0; i < r->nplans; i++)
         plan_destroy(r->plans[i]);
     free(r->plans);
-    if (r->lc) {
-        for (size_t i = 0; i < r->m->spec->n_layers; i++) {
-            layer_cache *lc = &r->lc[i];
-            for (size_t k = 0; k < lc->nw; k++)
-                dnnl_memory_destroy(lc->w[k].mem);
-            free(lc->w);
-            dnnl_memory_destroy(lc->bias);
-            dnnl_memory_destroy(lc->mean);
-            dnnl_memory_destroy(lc->var);
-            dnnl_memory_destroy(lc->scale);
-            dnnl_memory_destroy(lc->shift);
-        }
-        free(r->lc);
-    }
     if (r->strm)
         dnnl_stream_destroy(r->strm);
-    if (r->eng)
-        dnnl_engine_destroy(r->eng);
     arena_release(r);
     free(r->pad_in);
     free(r->pad_out);
@@ -537,7 +517,7 @@ double engine_runner_batch_ns(engine_runner *r, int64_t n, int64_t h, int64_t w)
 void engine_runner_usage(const engine_runner *r, engine_runner_usage_info *u)
 {
     memset(u, 0, sizeof *u);
-    u->weight_bytes = r->weight_bytes;
+    u->weight_bytes = r->store->bytes; /* shared by the model's runners */
     u->arena_bytes = r->arena_size;
     u->plans = r->nplans;
     for (size_t i = 0; i < r->nplans; i++) {
