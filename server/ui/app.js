@@ -21,6 +21,7 @@ const DRAW_INK = 40;            /* pad pixels brighter than this count as ink */
 const SUPERSAMPLE = 4;
 const PREDICT_DELAY_MS = 120;   /* after the pen lifts, so a multi-stroke digit sends once */
 const FREE_SIZE_DEFAULT = 32;   /* H and W proposed for /shapes when the model accepts any */
+const LABEL_MAX_CH = 14;        /* longer labels are cut with an ellipsis in the bars */
 
 const state = {
     key: sessionStorage.getItem(KEY_STORE) || '',
@@ -238,7 +239,7 @@ function setupTry(meta) {
 
 function clearResult() {
     $('bars').replaceChildren();
-    $('result-meta').textContent = '';
+    $('result-meta').textContent = `The answer appears here: the ${TOP_K} likeliest classes.`;
     setError($('try-error'), '');
 }
 
@@ -259,6 +260,8 @@ function showPrediction(r, what) {
         return li;
     });
     $('bars').replaceChildren(...bars);
+    const longest = Math.max(...bars.map((li) => li.dataset.label.length));
+    $('bars').style.setProperty('--label', `${Math.min(longest, LABEL_MAX_CH) + 1}ch`);
     $('result-meta').textContent =
         `${what}: answered in ${r.ms.toFixed(1)} ms · input ${JSON.stringify(r.body.input_shape)} · ` +
         `top ${p.top.length} of ${p.probabilities.length} classes`;
