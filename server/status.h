@@ -12,7 +12,6 @@
     XX(SRV_UNAUTHORIZED, 401)                                                                      \
     XX(SRV_NOT_FOUND, 404)                                                                         \
     XX(SRV_METHOD, 405)                                                                            \
-    XX(SRV_NOT_ACCEPTABLE, 406)                                                                    \
     XX(SRV_TOO_LARGE, 413)                                                                         \
     XX(SRV_MEDIA_TYPE, 415)                                                                        \
     XX(SRV_INTERNAL, 500)                                                                          \

@@ -7,11 +7,14 @@
 #include "ui.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <zlib.h>
 
 enum {
-    UI_MAX_HEADERS = 12, /* name/value pairs of one answer */
+    UI_MAX_HEADERS = 12,                  /* name/value pairs of one answer */
+    UI_GZIP_WINDOW_BITS = 16 + MAX_WBITS, /* zlib: a gzip stream (header and trailer) */
 };
 
 /* Scripts, styles, fonts and fetches from this origin only; no inline script or style, no eval
@@ -80,6 +83,30 @@ static bool etag_matches(const char *inm, const char *etag)
     return !strcmp(inm, "*") || strstr(inm, etag) != NULL;
 }
 
+/* The file of a gzip-stored asset, inflated into a malloc'd buffer of a->size bytes (the caller
+ * frees it), or NULL when out of memory. Only clients that refuse gzip need this; browsers never
+ * do, so the binary keeps the large files compressed only. */
+static char *inflate_asset(const ui_asset *a)
+{
+    char *dst = malloc(a->size ? a->size : 1);
+    if (!dst)
+        return NULL;
+    z_stream zs = {.next_in = (Bytef *)a->data,
+                   .avail_in = (uInt)a->len,
+                   .next_out = (Bytef *)dst,
+                   .avail_out = (uInt)a->size};
+    int rc = Z_STREAM_ERROR;
+    if (inflateInit2(&zs, UI_GZIP_WINDOW_BITS) == Z_OK) {
+        rc = inflate(&zs, Z_FINISH);
+        inflateEnd(&zs);
+    }
+    if (rc != Z_STREAM_END || zs.total_out != a->size) {
+        free(dst);
+        return NULL;
+    }
+    return dst;
+}
+
 enum MHD_Result ui_reply(request *rq)
 {
     const ui_asset *a = rq->asset;
@@ -115,13 +142,15 @@ enum MHD_Result ui_reply(request *rq)
         h[n] = NULL;
         return http_reply_static(rq, MHD_HTTP_NOT_MODIFIED, NULL, NULL, 0, h);
     }
+    if (a->gzip && !accepts_gzip(MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_ACCEPT_ENCODING))) {
+        h[n] = NULL;
+        char *body = inflate_asset(a);
+        if (!body)
+            return http_reply_error(rq, SRV_INTERNAL, "out of memory inflating %s", a->path);
+        return http_reply_raw(rq, MHD_HTTP_OK, a->content_type, body, a->size, h);
+    }
     if (a->gzip) {
-        const char *ae =
-            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
-        if (!accepts_gzip(ae))
-            return http_reply_error(rq, SRV_NOT_ACCEPTABLE,
-                                    "%s is stored gzip-compressed only; send Accept-Encoding: gzip",
-                                    a->path);
         h[n++] = MHD_HTTP_HEADER_CONTENT_ENCODING;
         h[n++] = "gzip";
     }

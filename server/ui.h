@@ -15,6 +15,7 @@ typedef struct ui_asset {
     const char *content_type;  /* "text/html;charset=utf-8" */
     const unsigned char *data; /* the bytes sent: gzip-compressed when `gzip` is set */
     size_t len;
+    size_t size;      /* of the file itself: len, or what the gzip stream inflates to */
     const char *etag; /* quoted; from a hash of the source file, so it changes with it */
     bool gzip;        /* sent with Content-Encoding: gzip (only large vendored files) */
     bool page;        /* an HTML document: sent with the Content-Security-Policy */
@@ -27,8 +28,8 @@ extern const size_t ui_assets_count;
  * there is none or the settings say --ui off. The pointer is to static data. Thread-safe. */
 const ui_asset *ui_find(const config *cfg, const char *path);
 
-/* Answers a GET or HEAD of rq->asset: 200 with the file, 304 when If-None-Match names its ETag,
- * or 406 when the file is stored gzip-compressed and Accept-Encoding refuses gzip. Every answer
+/* Answers a GET or HEAD of rq->asset: 200 with the file (inflated for a client whose
+ * Accept-Encoding refuses gzip), or 304 when If-None-Match names its ETag. Every answer
  * carries the ETag, Cache-Control: no-cache and nosniff; pages also the Content-Security-Policy
  * (no inline script or style, no eval, nothing from another origin), Referrer-Policy and
  * frame-ancestors 'none'. */
