@@ -357,6 +357,28 @@ async function checkPage(browser, srv, opt) {
           `1,3,28,28 for cnn_bn: 11 layers, fc.0 gives [1, 128] with 4,718,720 parameters`, fc0.join(' | '));
     check(await page.locator('#layers-head th').count() === 5, 'no inputs column for a chain (no layer has inputs)');
 
+    // Graphs are coming: /shapes and the metadata will give layers an `inputs` list (indices, -1
+    // for the model input). No graph model is served yet, so this answer is made up by
+    // intercepting one /shapes request; the page must show the column for it.
+    const graphQuery = '/v2/models/cnn_bn/shapes?input=1,3,28,29';
+    await page.route(`**${graphQuery}`, (route) => route.fulfill({
+        status: 200, contentType: 'application/json',
+        body: JSON.stringify({model_name: 'cnn_bn', input: [1, 3, 28, 29], output: [1, 10],
+                              layers: Array.from({length: 11}, (_, i) => ({
+                                  index: i, op: i === 7 ? 'Add' : 'ReLU', name: `l${i}`, output_shape: [1, 10],
+                                  ...(i === 0 ? {inputs: [-1]} : i === 7 ? {inputs: [3, 6]} : {})}))}),
+    }));
+    await page.locator('#shape-input').fill('1,3,28,29');
+    await page.locator('#shape-input').press('Enter');
+    await page.locator('#layers-head th', {hasText: 'Inputs'}).waitFor();
+    const add = await page.locator('#layers-body tr[data-index="7"] td').allInnerTexts();
+    const first = await page.locator('#layers-body tr[data-index="0"] td').allInnerTexts();
+    check(add[1] === 'Add' && add[5] === '3, 6' && first[5] === 'input' &&
+          (await page.locator('#layers-body tr[data-index="1"] td').allInnerTexts())[5] === '',
+          'a graph answer (layers with inputs) gets an Inputs column: "3, 6" for an Add, "input" for -1',
+          `${add.join(' | ')} / ${first.join(' | ')}`);
+    await page.unroute(`**${graphQuery}`);
+
     // The models page links to the docs and the metrics.
     check(await page.locator('a[href="/docs"]').count() === 1 && await page.locator('a[href="/metrics"]').count() === 1,
           'the page links to /docs and /metrics');
