@@ -118,6 +118,15 @@ function formatParams(n) {
     return String(n);
 }
 
+/* 99.9%, 12.3%, 0.04%; "<0.01%" and ">99.99%" rather than a misleading 0.00% or 100.00%. */
+function formatPercent(pct) {
+    if (pct < 0.01)
+        return '<0.01%';
+    if (pct > 99.99)
+        return '>99.99%';
+    return pct.toFixed(pct >= 99.95 || pct < 0.1 ? 2 : 1) + '%';
+}
+
 function formatInputs(inputs) {
     return inputs.map((i) => (i < 0 ? 'input' : String(i))).join(', ');
 }
@@ -254,7 +263,7 @@ function showPrediction(r, what) {
         const li = el('li', {},
                       el('span', {className: 'label', textContent: label, title: label}),
                       el('span', {className: 'track'}, fill),
-                      el('span', {className: 'pct', textContent: pct.toFixed(pct >= 99.95 || pct < 0.05 ? 2 : 1) + '%'}));
+                      el('span', {className: 'pct', textContent: formatPercent(pct)}));
         li.dataset.label = label;
         li.setAttribute('aria-label', `${label}: ${pct.toFixed(1)} percent`);
         return li;

@@ -436,6 +436,7 @@ async function checkDocs(browser, srv, opt) {
           'missing: ' + missing.join(', '));
     const title = await page.locator('.info .title').innerText();
     check(/convserve/.test(title), `/docs shows the API title: ${title.replace(/\s+/g, ' ')}`);
+    await page.screenshot({path: path.join(opt.out, 'docs.png'), fullPage: false});
 
     // "Try it out" on GET /v2/health/live, sent to this server (whatever openapi.yaml's servers say).
     const op = page.locator('#operations-health-serverLive');
@@ -446,10 +447,11 @@ async function checkDocs(browser, srv, opt) {
     const body = await op.locator('.live-responses-table tbody .response-col_description pre').first().innerText();
     check(status.trim() === '200' && /"live":\s*true/.test(body),
           `"Try it out" on GET /v2/health/live answers ${status.trim()} from this server`, body);
-    await page.screenshot({path: path.join(opt.out, 'docs.png'), fullPage: false});
+    await page.screenshot({path: path.join(opt.out, 'docs-try-it.png'), fullPage: false});
     await noProblems(page, w, 'docs');
     await context.close();
     await checkScreenshot(browser, path.join(opt.out, 'docs.png'), 'docs');
+    await checkScreenshot(browser, path.join(opt.out, 'docs-try-it.png'), 'docs');
 }
 
 async function checkKey(browser, srv, opt) {
