@@ -77,10 +77,17 @@ function errorText(r) {
     return `HTTP ${r.status}`;
 }
 
-/* The server has no route that lists its models yet (Triton's repository index is planned, off by
- * default), so the names come from /metrics, where every loaded model labels its series from the
- * start. */
-async function listModels() {
+/* The loaded models' names. A server with Triton's repository extension (announced in /v2's
+ * extensions) lists them in POST /v2/repository/index (those READY, or all when it gives no
+ * state); otherwise the names come from /metrics, where every loaded model labels its series from
+ * the start. Asking the index only when announced keeps the page free of failed requests. */
+async function listModels(extensions) {
+    if ((extensions || []).includes('model_repository')) {
+        const index = await api('/v2/repository/index',
+                                {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{}'});
+        if (index.status === 200 && Array.isArray(index.body))
+            return [...new Set(index.body.filter((m) => !m.state || m.state === 'READY').map((m) => m.name))];
+    }
     const r = await api('/metrics');
     if (r.status !== 200)
         throw new Error('cannot list the models: /metrics answered ' + errorText(r));
@@ -613,7 +620,7 @@ async function load() {
         const health = await api('/v2/health/ready');
         $('health').textContent = health.status === 200 ? 'ready' : 'not ready';
         $('health').className = 'pill ' + (health.status === 200 ? 'ok' : 'no');
-        const names = await listModels();
+        const names = await listModels(server.body.extensions);
         state.models = await Promise.all(names.map(async (name) => {
             const path = '/v2/models/' + encodeURIComponent(name);
             const [meta, ready] = await Promise.all([api(path), api(path + '/ready')]);

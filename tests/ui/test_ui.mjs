@@ -406,6 +406,30 @@ async function checkPage(browser, srv, opt) {
           JSON.stringify(refused));
     await probe.close();
 
+    // A server with Triton's repository extension lists its models in /v2/repository/index; none
+    // has it yet, so /v2 and the index are made up here: the page must take the READY ones from it.
+    const indexed = await context.newPage();
+    const wi = watch(indexed, 'repository index');
+    let indexAsked = 0;
+    await indexed.route('**/v2', async (route) => {
+        const real = await route.fetch();
+        const body = await real.json();
+        body.extensions.push('model_repository');
+        await route.fulfill({response: real, json: body});
+    });
+    await indexed.route('**/v2/repository/index', (route) => {
+        indexAsked++;
+        return route.fulfill({json: [{name: 'digits', version: '1', state: 'READY'},
+                                     {name: 'cnn_bn', version: '1', state: 'UNAVAILABLE', reason: 'unloaded'}]});
+    });
+    await indexed.goto(srv.base + '/');
+    await indexed.locator('.model[data-model="digits"][aria-current="true"]').waitFor();
+    const listed = await indexed.locator('.model').evaluateAll((bs) => bs.map((b) => b.dataset.model));
+    check(indexAsked === 1 && listed.join(',') === 'digits' && wi.problems.length === 0,
+          `with the repository extension the page lists the index's READY models: ${listed.join(', ')}`,
+          wi.problems.join('; '));
+    await indexed.close();
+
     // The README's picture: the digits model answering a drawn 3.
     const readme = await context.newPage();
     await readme.setViewportSize(README_VIEWPORT);
