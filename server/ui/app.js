@@ -160,8 +160,8 @@ function renderModelList() {
     list.replaceChildren();
     for (const m of state.models) {
         const meta = m.meta;
-        const dot = el('span', {className: 'dot ' + (m.ready ? 'ok' : 'no')});
-        dot.setAttribute('aria-hidden', 'true');
+        const dot = el('span', {className: 'dot ' + (m.ready ? 'ok' : 'no'), title: m.ready ? 'ready' : 'not ready'},
+                       el('span', {className: 'visually-hidden', textContent: m.ready ? '(ready)' : '(not ready)'}));
         const tags = el('span', {className: 'tags'},
                         el('span', {className: 'tag', textContent: meta.precision}),
                         el('span', {className: 'tag', textContent: formatParams(meta.parameters) + ' params'}));
@@ -174,7 +174,6 @@ function renderModelList() {
                                                    formatShape(meta.outputs[0].shape, false)}),
                           tags);
         button.dataset.model = m.name;
-        button.setAttribute('aria-label', `${m.name}, ${m.ready ? 'ready' : 'not ready'}`);
         button.addEventListener('click', () => {
             location.hash = encodeURIComponent(m.name);
         });

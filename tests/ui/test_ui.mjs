@@ -357,6 +357,18 @@ async function checkPage(browser, srv, opt) {
           `1,3,28,28 for cnn_bn: 11 layers, fc.0 gives [1, 128] with 4,718,720 parameters`, fc0.join(' | '));
     check(await page.locator('#layers-head th').count() === 5, 'no inputs column for a chain (no layer has inputs)');
 
+    // Keyboard and labels: a model is chosen with Tab and Enter; every form control has a label.
+    await page.locator('.model[data-model="seq_basic"]').focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#model-title', {hasText: 'seq_basic'}).waitFor();
+    check(!(await page.locator('#try').isVisible()) && (await page.locator('#shape-input').inputValue()) === '1,3,32,32',
+          'Enter on a focused model shows it (seq_basic: no images, shapes for 1,3,32,32)');
+    const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, canvas#pad')]
+        .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map((e) => e.id));
+    check(unlabelled.length === 0, 'every input and the drawing pad have a label', unlabelled.join(', '));
+    await page.locator('.model[data-model="cnn_bn"]').click();
+    await page.locator('#model-title', {hasText: 'cnn_bn'}).waitFor();
+
     // Graphs are coming: /shapes and the metadata will give layers an `inputs` list (indices, -1
     // for the model input). No graph model is served yet, so this answer is made up by
     // intercepting one /shapes request; the page must show the column for it.
