@@ -20,7 +20,7 @@ import http from 'node:http';
 import path from 'node:path';
 import zlib from 'node:zlib';
 
-const require = createRequire(path.join(process.env.UI_TOOLS || process.cwd(), 'node_modules') + '/');
+const require = createRequire(path.resolve(process.env.UI_TOOLS || '.', 'node_modules') + '/');
 const {chromium} = require('playwright-core');
 
 const API_KEY = 'ui-test-key-3f9c';
