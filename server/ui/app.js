@@ -348,6 +348,8 @@ function setupPad() {
     pad.addEventListener('pointerdown', (ev) => {
         ev.preventDefault();
         pad.setPointerCapture(ev.pointerId);
+        show($('file-preview'), false); /* the answer will be about the drawing */
+        $('file').value = '';
         clearTimeout(pen.timer);
         pen.down = true;
         [pen.x, pen.y] = padPoint(ev);
@@ -446,6 +448,7 @@ function sendFile(file) {
     img.src = state.preview;
     img.alt = 'Preview of ' + file.name;
     show(img, true);
+    clearPad(); /* the answer is about this file now, not the drawing */
     predict(file, file.type || 'application/octet-stream', file.name);
 }
 

@@ -498,6 +498,7 @@ async function checkKey(browser, srv, opt) {
     await page.locator('#key-panel').waitFor();
     check(await page.locator('#key-input').isVisible() && !(await page.locator('#app').isVisible()),
           'with --api-key the page asks for the key and shows nothing else');
+    await page.screenshot({path: path.join(opt.out, 'page-key-prompt.png')});
     await page.locator('#key-input').fill(API_KEY);
     await page.locator('#key-form button[type="submit"]').click();
     await page.locator('.model[data-model="digits"][aria-current="true"]').waitFor();
@@ -539,6 +540,7 @@ async function checkKey(browser, srv, opt) {
     check(await other.locator('#key-panel').isVisible(), 'a wrong key is refused and the page asks again');
     check(w2.problems.length === 0, 'wrong key: no problem besides the expected 401s', w2.problems.join('; '));
     await context.close();
+    await checkScreenshot(browser, path.join(opt.out, 'page-key-prompt.png'), 'key');
     await checkScreenshot(browser, path.join(opt.out, 'page-with-key.png'), 'key');
 }
 
