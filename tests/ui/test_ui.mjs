@@ -516,6 +516,14 @@ async function checkKey(browser, srv, opt) {
     const stored = await page.evaluate(() => [sessionStorage.getItem('convserve.apiKey'), localStorage.length]);
     check(stored[0] === API_KEY && stored[1] === 0, 'the key is kept in sessionStorage (this tab), not localStorage');
     await page.screenshot({path: path.join(opt.out, 'page-with-key.png'), fullPage: true});
+    // With a key the Metrics link cannot send it, so the page fetches /metrics itself and shows it.
+    await page.locator('#metrics-link').click();
+    await page.locator('#metrics-dialog[open]').waitFor();
+    const metrics = await page.locator('#metrics-text').innerText();
+    check(/convserve_requests_total\{model="digits",code="200"\}/.test(metrics) && !page.url().includes('/metrics'),
+          'with the key, Metrics opens the /metrics text in a dialog (fetched with the key)', page.url());
+    await page.keyboard.press('Escape');
+    check(!(await page.locator('#metrics-dialog[open]').count()), 'Escape closes the metrics dialog');
     await noProblems(page, w, 'page with key');
 
     // The docs page of the same tab uses that key for "Try it out" on a route that needs it.
