@@ -4,6 +4,7 @@
 #include "image.h"
 #include "multipart.h"
 #include "query.h"
+#include "ui.h"
 
 #include <errno.h>
 #include <math.h>
@@ -82,6 +83,9 @@ srv_status api_route(request *rq, const char *url, const char *method)
         if (!rq->model)
             return unknown_model(rq, name, nlen);
         rq->model_index = rq->model->index;
+    } else if (ui_find(&s->cfg, url)) {
+        rq->route = ROUTE_UI;
+        rq->asset = ui_find(&s->cfg, url);
     } else {
         goto no_route;
     }
@@ -582,6 +586,8 @@ enum MHD_Result api_handle(request *rq)
         return handle_shapes(rq);
     case ROUTE_METRICS:
         return handle_metrics(rq);
+    case ROUTE_UI:
+        return ui_reply(rq);
     case ROUTE_OPTIONS: {
         static const char *const cors[] = {
             "Access-Control-Allow-Methods",

@@ -106,6 +106,10 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
         snprintf(err, errlen, "--log-level: '%s' is not one of error, warn, info, debug", lv);
         return CONFIG_ERROR;
     }
+    if (strcmp(cfg->ui, "on") && strcmp(cfg->ui, "off")) {
+        snprintf(err, errlen, "--ui: '%s' is not on or off", cfg->ui);
+        return CONFIG_ERROR;
+    }
     return CONFIG_RUN;
 }
 

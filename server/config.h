@@ -47,7 +47,9 @@
     XX(cors_origin, "--cors-origin", "CONVSERVE_CORS_ORIGIN", STR, "", 0, 0,                       \
        "if set, the Access-Control-Allow-Origin answered to browsers")                             \
     XX(log_level, "--log-level", "CONVSERVE_LOG_LEVEL", STR, "info", 0, 0,                         \
-       "error, warn, info (one line per request) or debug")
+       "error, warn, info (one line per request) or debug")                                        \
+    XX(ui, "--ui", "CONVSERVE_UI", STR, "on", 0, 0,                                                \
+       "on: the browser page at / and the API docs at /docs; off: 404 there")
 
 typedef struct {
 #define CONFIG_FIELD_STR(field)                                 const char *field;

@@ -7,6 +7,7 @@
  * the network.
  */
 #include "http.h"
+#include "ui.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -75,14 +76,15 @@ static void add_common_headers(request *rq, struct MHD_Response *resp)
     }
 }
 
-/* Queues `body` (malloc'd; freed by MHD) with the given status and content type. */
-static enum MHD_Result reply(request *rq, int code, const char *content_type, char *body,
-                             size_t len, const char *const *headers)
+/* Queues `body` with the given status and content type; MHD frees it when `mode` says so. */
+static enum MHD_Result reply_mode(request *rq, int code, const char *content_type, void *body,
+                                  size_t len, enum MHD_ResponseMemoryMode mode,
+                                  const char *const *headers)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        len, body ? body : "", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
     if (!resp) {
-        free(body);
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free(body);
         return MHD_NO;
     }
     if (content_type)
@@ -96,6 +98,22 @@ static enum MHD_Result reply(request *rq, int code, const char *content_type, ch
     MHD_destroy_response(resp);
     rq->replied = true;
     return r;
+}
+
+/* Queues `body` (malloc'd; freed by MHD) with the given status and content type. */
+static enum MHD_Result reply(request *rq, int code, const char *content_type, char *body,
+                             size_t len, const char *const *headers)
+{
+    return reply_mode(rq, code, content_type, body ? body : "", len,
+                      body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT, headers);
+}
+
+enum MHD_Result http_reply_static(request *rq, int code, const char *content_type, const void *body,
+                                  size_t len, const char *const *headers)
+{
+    /* MHD takes a non-const pointer but never writes through a PERSISTENT buffer. */
+    return reply_mode(rq, code, content_type, (void *)(body ? body : ""), len,
+                      MHD_RESPMEM_PERSISTENT, headers);
 }
 
 enum MHD_Result http_reply_json(request *rq, int code, text *t)
@@ -371,9 +389,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         metrics_inflight(s->metrics, 1);
 
         /* The key is checked before the route, so that without it nothing about the models
-         * (not even which names exist) can be learnt. Health stays open for probes. */
+         * (not even which names exist) can be learnt. Health stays open for probes, and the
+         * static page and docs (which hold no model data) so that the page can ask for the key. */
         if (strncmp(url, "/v2/health/", 11) != 0 && strcmp(method, "OPTIONS") != 0 &&
-            !authorized(rq)) {
+            !ui_find(&s->cfg, url) && !authorized(rq)) {
             rq->early = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAUTHORIZED,
                                  "missing or wrong API key; send 'Authorization: Bearer <key>'");
             if (announces_body(conn))

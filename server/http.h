@@ -21,6 +21,7 @@ typedef enum {
     ROUTE_PREDICT, /* /predictions/{name} */
     ROUTE_METRICS, /* /metrics */
     ROUTE_OPTIONS, /* CORS preflight */
+    ROUTE_UI,      /* /, /docs and their files (ui.c) */
 } route_kind;
 
 typedef enum { RQ_RECEIVING, RQ_QUEUED, RQ_DONE } request_state;
@@ -39,6 +40,7 @@ typedef struct request {
     bool has_body;
     const char *allow; /* for 405 */
     model_entry *model;
+    const struct ui_asset *asset; /* ROUTE_UI: the embedded file */
     int model_index;
     char errbuf[1024];
     bool arrived_ready; /* the server was ready when the request arrived (not shutting down) */
@@ -73,6 +75,9 @@ enum MHD_Result http_reply_json(request *rq, int code, text *t);
 /* Sends a malloc'd body with extra header pairs (NULL-terminated list, may be NULL). */
 enum MHD_Result http_reply_raw(request *rq, int code, const char *content_type, char *body,
                                size_t len, const char *const *headers);
+/* Sends static bytes (not copied, not freed) with extra header pairs (NULL-terminated). */
+enum MHD_Result http_reply_static(request *rq, int code, const char *content_type, const void *body,
+                                  size_t len, const char *const *headers);
 /* Suspends the connection and queues rq->job; api_finish runs when it is done (or refused). */
 void http_submit(request *rq, model_entry *me);
 

@@ -4,14 +4,15 @@
 set -euo pipefail
 
 serve=(build-essential cmake pkg-config curl ca-certificates
-       libdnnl-dev libmicrohttpd-dev libjansson-dev libstb-dev)
-test=(python3 python3-torch python3-numpy python3-sklearn clang clang-format libclang-rt-14-dev wrk valgrind)
+       libdnnl-dev libmicrohttpd-dev libjansson-dev libstb-dev zlib1g-dev)
+test=(python3 python3-torch python3-numpy python3-sklearn clang clang-format libclang-rt-14-dev wrk valgrind
+      chromium fonts-dejavu-core)  # chromium: the browser test of the page (tests/ui)
 
 want=("${serve[@]}")
 [ "${1:-serve}" = test ] && want+=("${test[@]}")
 
 missing=()
-# The API description is validated with an npm tool; take Node.js from Debian only when there is
+# The API description is validated, and the page tested, with npm tools; take Node.js from Debian only when there is
 # none yet (a machine may have a newer one from elsewhere, which Debian's npm would conflict with).
 if [ "${1:-serve}" = test ] && ! command -v npm >/dev/null; then
     want+=(nodejs npm)
