@@ -28,25 +28,6 @@ enum {
     HTTP_GUARD_TICK_MS = 250, /* how often the slow-client guard looks */
 };
 
-void server_log(const server *s, log_level level, const char *fmt, ...)
-{
-    static const char *const names[] = {"error", "warn", "info", "debug"};
-    if (level > s->level)
-        return;
-    char line[2048], stamp[32];
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    /* One write per line keeps lines from different threads whole. */
-    fprintf(stderr, "%s.%03ldZ %s %s\n", stamp, ts.tv_nsec / 1000000, names[level], line);
-}
-
 /* libmicrohttpd's own messages are about clients that went away or misbehaved (closed mid-request,
  * timed out, sent a malformed header): useful when debugging, noise otherwise. They go through the
  * server's log format at debug level instead of straight to stderr. */

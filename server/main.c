@@ -13,7 +13,8 @@ enum { MAIN_ERR = 2048, MAIN_MAX_MODELS = 256 };
 
 static void engine_warning(void *ctx, const char *message)
 {
-    server_log(ctx, LOG_WARN, "%s", message);
+    const server *s = ctx;
+    server_log(s, LOG_WARN, "%s", message);
 }
 
 static int compare_names(const void *a, const void *b)
@@ -164,17 +165,6 @@ void server_unload_models(server *s)
     s->nmodels = 0;
 }
 
-static log_level parse_level(const char *v)
-{
-    if (!strcmp(v, "error"))
-        return LOG_ERROR;
-    if (!strcmp(v, "warn"))
-        return LOG_WARN;
-    if (!strcmp(v, "debug"))
-        return LOG_DEBUG;
-    return LOG_INFO;
-}
-
 int main(int argc, char **argv)
 {
     server s = {0};
@@ -192,7 +182,7 @@ int main(int argc, char **argv)
     case CONFIG_RUN:
         break;
     }
-    s.level = parse_level(s.cfg.log_level);
+    log_level_parse(s.cfg.log_level, &s.level); /* checked by config_parse */
 
     /* Block the shutdown signals in every thread (threads inherit the mask) and take them with
      * sigwait in main: no async-signal-safety puzzles, and no global flag. */
