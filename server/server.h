@@ -33,7 +33,7 @@ typedef struct server {
     const char **model_names;
     metrics *metrics;
     struct MHD_Daemon *daemon;
-    struct http_guard *guard; /* closes connections that take too long to send a request */
+    struct guard *guard; /* closes connections that take too long to send a request */
     uint16_t port;
     atomic_bool ready;
     atomic_int inflight;

@@ -5,7 +5,7 @@
 #include <stddef.h>
 
 /* Every server function that can fail returns one of these and writes a sentence into the caller's
- * `char *err, size_t errlen`; http.c turns it into `{"error": "<sentence>"}` with this code. */
+ * `char *err, size_t errlen`; reply.c turns it into `{"error": "<sentence>"}` with this code. */
 #define SRV_STATUS_MAP(XX)                                                                         \
     XX(SRV_OK, 200)                                                                                \
     XX(SRV_BAD_REQUEST, 400)                                                                       \
