@@ -33,6 +33,7 @@ enum {
 /* libmicrohttpd's own messages are about clients that went away or misbehaved (closed mid-request,
  * timed out, sent a malformed header): useful when debugging, noise otherwise. They go through the
  * server's log format at debug level instead of straight to stderr. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     const server *s = cls;

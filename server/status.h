@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "engine.h" /* engine_status, and the one message-formatting helper */
+
 /* Every server function that can fail returns one of these and writes a sentence into the caller's
  * `char *err, size_t errlen`; reply.c turns it into `{"error": "<sentence>"}` with this code. */
 #define SRV_STATUS_MAP(XX)                                                                         \
@@ -36,8 +38,8 @@ static inline int srv_status_http(srv_status s)
     return 500;
 }
 
-/* Formats err and returns s, as engine_fail does for the engine. */
-srv_status srv_fail(char *err, size_t errlen, srv_status s, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Formats a message into err and returns the status: `return srv_fail(err, errlen,
+ * SRV_BAD_REQUEST, "top '%s' ...", v);`. The engine's one formatting helper does the work. */
+#define srv_fail(...) ((srv_status)engine_status_fail(__VA_ARGS__))
 
 #endif
