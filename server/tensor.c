@@ -1,5 +1,6 @@
 /* tensor.c - KServe v2 request decoding: the JSON envelope, JSON or binary tensor data, base64. */
 #include "tensor.h"
+#include "half.h"
 #include "jscan.h"
 
 #include <jansson.h>
@@ -33,19 +34,6 @@ void infer_request_free(infer_request *q)
     q->data = NULL;
     q->elems = NULL;
     q->owned = NULL;
-}
-
-static float half_to_float(uint16_t h)
-{
-    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    float v;
-    if (e == 0)
-        v = ldexpf((float)m, -24);
-    else if (e == 31)
-        v = m ? NAN : INFINITY;
-    else
-        v = ldexpf((float)(m | 0x400), e - 25);
-    return (h & 0x8000) ? -v : v;
 }
 
 /* Little-endian element i of raw binary data as float. */
