@@ -1129,12 +1129,12 @@ def hostile_rows():
     R.append(row("two inputs", "POST", INFER, 400,
                  '"inputs" has 2 entries; models here take exactly one input', body=J(two)))
     R.append(row("input not an object", "POST", INFER, 400,
-                 "inputs[0] is a number; expected an object", body=b'{"inputs": [7]}'))
+                 "inputs[0] is an integer; expected an object", body=b'{"inputs": [7]}'))
     R.append(row("id too long", "POST", INFER, 400, "id is 300 bytes; the limit is 255",
                  body=J(infer_body(GOOD, [1, 1, 8, 8], id="i" * 300))))
     R.append(row("input name too long", "POST", INFER, 400, "inputs[0].name is too long",
                  body=J(infer_body(GOOD, [1, 1, 8, 8], name="n" * 200))))
-    R.append(row("id not a string", "POST", INFER, 400, "id is a number; expected a string",
+    R.append(row("id not a string", "POST", INFER, 400, "id is an integer; expected a string",
                  body=J(infer_body(GOOD, [1, 1, 8, 8], id=5))))
     R.append(row("layer_shapes not a boolean", "POST", INFER, 400,
                  "parameters.layer_shapes is a string; expected true or false",
@@ -1205,7 +1205,7 @@ def hostile_rows():
                  "inputs[0].data: nesting level 3 has 7 entries; shape says 8",
                  body=with_data([[[[0.0] * 7] * 8]])))
     R.append(row("nested ragged", "POST", INFER, 400,
-                 "inputs[0].data: nesting level 3 is a number; shape has 4 dimensions and expects "
+                 "inputs[0].data: nesting level 3 is a real number; shape has 4 dimensions and expects "
                  "an array of 8 there", body=with_data([[[[0.0] * 8 for _ in range(7)] + [1.0]]])))
     R.append(row("invalid UTF-8", "POST", INFER, 400, error_re=BAD_JSON_WITH + "(?i:utf-8|decode byte 0xff)",
                  body=bad_utf8))
@@ -1223,7 +1223,7 @@ def hostile_rows():
                  "inputs[0].data[0] = 3000000000 is out of range for INT32",
                  body=J(infer_body([3000000000] + [0] * 63, [1, 1, 8, 8], "INT32"))))
     R.append(row("INT32 fraction", "POST", INFER, 400,
-                 "inputs[0].data[1] is a number; expected an integer",
+                 "inputs[0].data[1] is a real number; expected an integer",
                  body=J(infer_body([0, 1.5] + [0] * 62, [1, 1, 8, 8], "INT32"))))
     R.append(row("batch 65", "POST", INFER, 400,
                  "batch size 65 exceeds max_batch_size 64 of model 'digits'; split the request",
@@ -1349,7 +1349,7 @@ def hostile_rows():
     R.append(row("BYTES garbage image", "POST", INFER, 400, error_re=r"^cannot decode image: .+",
                  body=J(infer_body([base64.b64encode(garbage).decode()], [1], "BYTES"))))
     R.append(row("BYTES number", "POST", INFER, 400,
-                 "inputs[0].data[0] is a number; a BYTES input holds base64 strings",
+                 "inputs[0].data[0] is an integer; a BYTES input holds base64 strings",
                  body=J(infer_body([1], [1], "BYTES"))))
     R.append(row("BYTES rank 3", "POST", INFER, 400,
                  "a BYTES input of images has shape [N] or [N,1]; got 3 dimensions",
