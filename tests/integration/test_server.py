@@ -1268,39 +1268,40 @@ def limits_checks(run, port, expected):
               queue_full)
 
 
-def stop_under_load(srv, port):
-    """SIGTERM while requests are in flight: those the server took finish with 200, and it exits
-    0 within the grace period. Two clients have sent their headers and half their body when
-    SIGTERM comes, and the rest 100 ms later: they are in flight for certain and must get 200.
-    Eight more send requests in a loop; whether one sent just before the signal counts as taken
-    depends on when the server read it, so those may also get 503 "the server is not ready" or
-    find the connection refused, but nothing else."""
-    x = [((i * 31) % 17) / 17.0 for i in range(8 * 3 * 28 * 28)]
-    body = json.dumps(infer_body(x, [8, 3, 28, 28])).encode()
-    head = ("POST /v2/models/cnn_basic/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)).encode()
-    results = []
-    slow_results = []
-    lock = threading.Lock()
-    stop = threading.Event()
-    termed = threading.Event()
+NOT_READY = {"error": "the server is not ready"}
 
-    def worker():
+
+def stop_under_load(srv, port, path, body, check, loops=8, warm=8, warm_timeout=10):
+    """SIGTERM while requests are in flight: those the server took finish with 200, and it exits.
+    `loops` clients post `body` to `path` in a loop; two more have sent their headers and half
+    their body when SIGTERM comes, and the rest 100 ms later: they are in flight for certain and
+    must get 200. SIGTERM comes once `warm` answers are in (or after warm_timeout seconds).
+    Whether a loop request sent just before the signal counts as taken depends on when the server
+    read it, so those may also get 503 "the server is not ready" or find the connection refused,
+    but nothing else. Every 200 answer goes through check(answer as JSON). Returns rc (the exit
+    code, None on a timeout), seconds (from SIGTERM to exit) and the counts of answers; raises on
+    any wrong answer. The caller judges the exit code."""
+    head = ("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, len(body))).encode()
+    results, slow_results, lock = [], [], threading.Lock()
+    stop, termed = threading.Event(), threading.Event()
+
+    def loop():
         while not stop.is_set():
             t0 = time.monotonic()
             try:
-                st, h, b = request(port, "POST", "/v2/models/cnn_basic/infer", body,
-                                   {"Content-Type": "application/json"}, timeout=30)
+                st, h, b = request(port, "POST", path, body,
+                                   {"Content-Type": "application/json"}, timeout=60)
             except (OSError, http.client.HTTPException) as e:
                 with lock:
-                    results.append(("closed", type(e).__name__, t0))
+                    results.append(("closed", type(e).__name__, t0, termed.is_set()))
                 return
             with lock:
-                results.append((st, b, t0))
+                results.append((st, b, t0, termed.is_set()))
 
     def slow(sock):
         try:
-            termed.wait(30)
+            termed.wait(60)
             time.sleep(0.1)
             sock.sendall(body[len(body) // 2:])
             buf = b""
@@ -1320,15 +1321,15 @@ def stop_under_load(srv, port):
 
     socks = []
     for _ in range(2):
-        sk = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sk = socket.create_connection(("127.0.0.1", port), timeout=60)
         sk.sendall(head + body[:len(body) // 2])
         socks.append(sk)
-    ts = [threading.Thread(target=worker) for _ in range(8)]
+    ts = [threading.Thread(target=loop) for _ in range(loops)]
     ts += [threading.Thread(target=slow, args=(sk,)) for sk in socks]
     for t in ts:
         t.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and sum(1 for r in results if r[0] == 200) < 8:
+    deadline = time.monotonic() + warm_timeout
+    while time.monotonic() < deadline and sum(1 for r in results if r[0] == 200) < warm:
         time.sleep(0.01)
     t_term = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
@@ -1337,28 +1338,41 @@ def stop_under_load(srv, port):
     dt = time.monotonic() - t_term
     stop.set()
     for t in ts:
-        t.join(30)
-    expect(rc == 0, "exit code %r after SIGTERM" % rc)
-    expect(dt < SHUTDOWN_TIMEOUT + 2, "took %.1fs to stop" % dt)
-    expect_eq(len(slow_results), 2, "answers to the two slow clients")
+        t.join(60)
+    expect_eq(len(slow_results), 2, "answers to the two clients with half a body at SIGTERM")
     for st, b in slow_results:
         expect(st == 200, "a client with half its body sent at SIGTERM (the rest 100 ms later) "
                "got %d: %s" % (st, short(b)))
-        expect_eq(json.loads(b)["outputs"][0]["shape"], [8, 5], "shape during shutdown")
-    answered = [r for r in results if r[0] != "closed"]
-    late = 0
-    for st, b, t0 in answered:
-        if st == 503 and json.loads(b) == {"error": "the server is not ready"} and t0 > t_term - 1:
+        check(json.loads(b))
+    late = closed = 0
+    for st, b, t0, after in results:
+        if st == "closed":
+            expect(after, "a connection failed before SIGTERM: %s" % b)
+            closed += 1
+        elif st == 503 and json.loads(b) == NOT_READY and t0 > t_term - 1:
             late += 1
-            continue
-        expect(st == 200, "a request sent %.1f ms before SIGTERM got %d: %s" % (
-            (t_term - t0) * 1e3, st, short(b)))
-        expect_eq(json.loads(b)["outputs"][0]["shape"], [8, 5], "shape during shutdown")
+        else:
+            expect(st == 200, "a request sent %.1f ms before SIGTERM got %d: %s" % (
+                (t_term - t0) * 1e3, st, short(b)))
+            check(json.loads(b))
+    return {"rc": rc, "seconds": dt, "answered": len(results) - closed + len(slow_results),
+            "late": late, "closed": closed}
+
+
+def stop_main_under_load(srv, port):
+    """The main server stopped under a load of cnn_basic batches of 8."""
+    x = [((i * 31) % 17) / 17.0 for i in range(8 * 3 * 28 * 28)]
+    body = json.dumps(infer_body(x, [8, 3, 28, 28])).encode()
+
+    def check(answer):
+        expect_eq(answer["outputs"][0]["shape"], [8, 5], "shape during shutdown")
+    r = stop_under_load(srv, port, "/v2/models/cnn_basic/infer", body, check)
+    expect(r["rc"] == 0, "exit code %r after SIGTERM" % r["rc"])
+    expect(r["seconds"] < SHUTDOWN_TIMEOUT + 2, "took %.1fs to stop" % r["seconds"])
     text = srv.text()
     expect("SIGTERM received" in text and "stopped" in text, "no shutdown lines in the log")
-    return "%d + %d answered, %d of them 503 as read after the signal, %d refused or closed, " \
-        "stopped in %.2fs" % (len(answered), len(slow_results), late,
-                              len(results) - len(answered), dt)
+    return "%d answered, %d of them 503 as read after the signal, %d refused or closed, " \
+        "stopped in %.2fs" % (r["answered"], r["late"], r["closed"], r["seconds"])
 
 
 # ---- broken model repositories ----------------------------------------------------------------
@@ -1519,7 +1533,7 @@ def main():
             run.check("concurrency again after the table", s.concurrency, 32, 2)
 
             run.check("main server: SIGTERM under load -> in-flight requests finish, exit 0",
-                      stop_under_load, srv, port)
+                      stop_main_under_load, srv, port)
         srv.stop()
         run.check("main server: log has no errors or sanitizer reports", check_log, srv.text())
 
