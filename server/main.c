@@ -53,7 +53,13 @@ bool server_load_models(server *s, char *err, size_t errlen)
             snprintf(err, errlen, "more than %d models in '%s'", MAIN_MAX_MODELS, s->cfg.models);
             goto fail_names;
         }
-        names[n++] = strdup(e->d_name);
+        names[n] = strdup(e->d_name);
+        if (!names[n]) {
+            closedir(d);
+            snprintf(err, errlen, "out of memory listing the model repository '%s'", s->cfg.models);
+            goto fail_names;
+        }
+        n++;
     }
     closedir(d);
     if (n == 0) {

@@ -96,13 +96,13 @@ def short(b, n=300):
 # ---- the server process -----------------------------------------------------------------------
 
 class Server:
-    def __init__(self, binary, models, workdir, tag, extra=()):
+    def __init__(self, binary, models, workdir, tag, extra=(), env=None):
         self.log_path = os.path.join(workdir, "server-%s.log" % tag)
         self.log = open(self.log_path, "wb")
         args = [binary, "--models", models, "--port", "0", "--host", "127.0.0.1",
                 "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)] + list(extra)
         self.proc = subprocess.Popen(args, cwd=workdir, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+                                     stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.port = None
 
     def text(self):
@@ -1443,6 +1443,30 @@ def broken_repos(run, binary, models, workdir):
               re.escape(d))
 
 
+# ---- a hostile environment (tests/integration/fault_shim.c) -----------------------------------
+
+def shim_env(shim, **faults):
+    """The environment that preloads the fault shim with the given CONVSERVE_SHIM_* faults. A
+    sanitizer build checks that its runtime is loaded first; the shim comes before it on purpose."""
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = shim
+    for k, v in faults.items():
+        env["CONVSERVE_SHIM_" + k] = str(v)
+    env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
+    return env
+
+
+def strdup_fails(binary, models, workdir, shim):
+    """Out of memory while listing the model repository: a clear error and exit 1, not a crash."""
+    p = subprocess.run([binary, "--models", models, "--port", "0"], cwd=workdir,
+                       env=shim_env(shim, STRDUP_FAIL=1), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    err = p.stderr.decode("utf-8", "replace")
+    expect_eq(p.returncode, 1, "exit code (stderr: %s)" % short(err, 600))
+    expect(re.search(r" error out of memory listing the model repository '[^']+'$", err, re.M),
+           "stderr: %s" % short(err, 600))
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 # What libmicrohttpd itself prints (not through the server's logger) when a client hangs up
@@ -1464,6 +1488,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "convserve"))
     ap.add_argument("--models", default=os.path.join(ROOT, "config", "models"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
+    ap.add_argument("--shim", default=os.path.join(ROOT, "build", "tests", "libfault_shim.so"),
+                    help="tests/integration/fault_shim.c built as a shared library")
     args = ap.parse_args()
     binary = os.path.abspath(args.binary)
     models = os.path.abspath(args.models)
@@ -1553,6 +1579,9 @@ def main():
         run.check("limits server: log has no errors or sanitizer reports", check_log, lim.text())
 
         broken_repos(run, binary, models, workdir)
+        shim = os.path.abspath(args.shim)
+        run.check("strdup failing at startup -> 'out of memory', exit 1", strdup_fails, binary,
+                  models, workdir, shim)
     except Exception:  # noqa: BLE001 - a crash of the harness itself still ends with the summary
         run.failed += 1
         print("FAIL  the test harness itself:\n%s" % traceback.format_exc(), flush=True)
