@@ -44,8 +44,10 @@ static void *guard_main(void *arg)
                 g->reaped++;
             }
         }
+        /* The condition variable waits on the monotonic clock: a step of the wall clock must not
+         * stop the reaper (or make it spin). */
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += GUARD_TICK_MS * GUARD_NS_PER_MS;
         if (ts.tv_nsec >= GUARD_NS_PER_S) {
             ts.tv_sec++;
@@ -62,8 +64,12 @@ guard *guard_create(int64_t timeout_ns)
     guard *g = calloc(1, sizeof *g);
     if (!g)
         return NULL;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, NULL);
+    pthread_cond_init(&g->cv, &ca);
+    pthread_condattr_destroy(&ca);
     g->timeout_ns = timeout_ns;
     if (pthread_create(&g->thread, NULL, guard_main, g) != 0) {
         pthread_mutex_destroy(&g->mu);

@@ -1467,6 +1467,63 @@ def strdup_fails(binary, models, workdir, shim):
            "stderr: %s" % short(err, 600))
 
 
+def clock_step_checks(run, binary, models, workdir, shim):
+    """The wall clock a day ahead of the monotonic one, as after a clock step: batching deadlines
+    and the slow-client guard run on the monotonic clock, so nothing waits for the wall clock."""
+    timeout = 2
+    srv = Server(binary, models, workdir, "clock", [
+        "--connection-timeout", str(timeout), "--max-queue-delay-us", "20000"],
+        env=shim_env(shim, REALTIME_SHIFT_S=86400))
+    try:
+        port = run.check("clock-step server (wall clock +1 day) starts", srv.wait_ready)
+        if port is None:
+            return
+
+        def batch_deadline():
+            t0 = time.monotonic()
+            st, h, b = request(port, "POST", INFER, json.dumps(infer_body(GOOD, [1, 1, 8, 8])),
+                               {"Content-Type": "application/json"}, timeout=5)
+            dt = time.monotonic() - t0
+            expect(st == 200, "status %d: %s" % (st, short(b)))
+            expect(dt < 1.0, "a lone request waited %.2f s for its 20 ms batching delay" % dt)
+            return "answered in %.0f ms" % (dt * 1e3)
+
+        def slow_client_reaped():
+            sk = socket.create_connection(("127.0.0.1", port), timeout=10)
+            t0 = time.monotonic()
+            head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+            closed_after = None
+            try:
+                for i in range(len(head)):
+                    sk.sendall(head[i:i + 1])
+                    time.sleep(0.25)
+                    if time.monotonic() - t0 > timeout + 3:
+                        break
+            except OSError:
+                closed_after = time.monotonic() - t0
+            if closed_after is None:
+                sk.settimeout(timeout + 3)
+                try:
+                    data = sk.recv(100)
+                    expect(data == b"", "the slow client got an answer: %r" % data[:100])
+                except OSError:
+                    pass
+                closed_after = time.monotonic() - t0
+            sk.close()
+            expect(closed_after < timeout + 2, "a client sending a byte every 250 ms was closed "
+                   "after %.1f s; --connection-timeout is %d s" % (closed_after, timeout))
+            return "closed after %.1f s" % closed_after
+        run.check("clock step: the slow-client guard closes a trickling client on time",
+                  slow_client_reaped)
+
+        def stop_check():
+            rc, dt = srv.stop()
+            expect(rc == 0, "exit code %r after SIGTERM (%.1fs)" % (rc, dt))
+        run.check("clock-step server: SIGTERM -> exit 0", stop_check)
+    finally:
+        srv.kill()
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 # What libmicrohttpd itself prints (not through the server's logger) when a client hangs up
@@ -1582,6 +1639,7 @@ def main():
         shim = os.path.abspath(args.shim)
         run.check("strdup failing at startup -> 'out of memory', exit 1", strdup_fails, binary,
                   models, workdir, shim)
+        clock_step_checks(run, binary, models, workdir, shim)
     except Exception:  # noqa: BLE001 - a crash of the harness itself still ends with the summary
         run.failed += 1
         print("FAIL  the test harness itself:\n%s" % traceback.format_exc(), flush=True)
