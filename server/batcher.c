@@ -178,8 +178,10 @@ static void *worker_main(void *arg)
         int64_t deadline = first->enqueued_ns + b->o.max_delay_us * NS_PER_US;
         while (!b->stopping && compatible_samples(b, first) < b->o.max_batch &&
                monotonic_ns() < deadline) {
+            /* b->cv waits on the monotonic clock (batcher_create), so a step of the wall clock
+             * neither stalls the batch nor makes this loop spin. */
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts);
             int64_t wait = deadline - monotonic_ns();
             if (wait <= 0)
                 break;
@@ -250,9 +252,13 @@ srv_status batcher_create(const engine_model *m, const batcher_options *o, batch
     b->o = *o;
     if (b->o.max_batch < 1)
         b->o.max_batch = 1;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
+    pthread_cond_init(&b->cv, &ca);
     pthread_cond_init(&b->started, NULL);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&b->thread, NULL, worker_main, b) != 0) {
         batcher_destroy(b);
         return srv_fail(err, errlen, SRV_INTERNAL, "cannot start the inference thread");

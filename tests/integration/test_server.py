@@ -1513,6 +1513,7 @@ def clock_step_checks(run, binary, models, workdir, shim):
             expect(closed_after < timeout + 2, "a client sending a byte every 250 ms was closed "
                    "after %.1f s; --connection-timeout is %d s" % (closed_after, timeout))
             return "closed after %.1f s" % closed_after
+        run.check("clock step: a lone request gets its batch on time", batch_deadline)
         run.check("clock step: the slow-client guard closes a trickling client on time",
                   slow_client_reaped)
 
