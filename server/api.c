@@ -238,9 +238,8 @@ static srv_status check_input(request *rq, const int64_t *dims, int rank, spec_s
                         (long long)dims[2], (long long)dims[3],
                         (long long)rq->srv->cfg.max_input_pixels);
     int bad;
-    if (engine_model_shapes(me->model, dims, rank, shapes, &bad, err, errlen) != ENGINE_OK)
-        return SRV_BAD_REQUEST;
-    return SRV_OK;
+    return srv_status_from_engine(
+        engine_model_shapes(me->model, dims, rank, shapes, &bad, err, errlen));
 }
 
 static enum MHD_Result handle_shapes(request *rq)
@@ -257,7 +256,7 @@ static enum MHD_Result handle_shapes(request *rq)
         return reply_error(rq, SRV_BAD_REQUEST, "%s", rq->errbuf);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
     if (!shapes)
-        return reply_error(rq, SRV_INTERNAL, "out of memory");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
     srv_status st = check_input(rq, dims, rank, shapes, false);
     if (st != SRV_OK) {
         free(shapes);
@@ -297,12 +296,17 @@ static enum MHD_Result handle_model(request *rq)
     int64_t in[SPEC_MAX_RANK];
     int rank = model_input_dims(sp, in);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
+    if (!shapes)
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory describing model '%s'", me->name);
     int bad;
     char err[256];
-    if (!shapes ||
-        engine_model_shapes(me->model, in, rank, shapes, &bad, err, sizeof err) != ENGINE_OK) {
+    srv_status st = srv_status_from_engine(
+        engine_model_shapes(me->model, in, rank, shapes, &bad, err, sizeof err));
+    if (st != SRV_OK) {
         free(shapes);
-        return reply_error(rq, SRV_INTERNAL, "cannot describe model '%s'", me->name);
+        /* The configured input passed every layer at load time: any failure now is ours. */
+        return reply_error(rq, st == SRV_BAD_REQUEST ? SRV_INTERNAL : st,
+                           "cannot describe model '%s': %s", me->name, err);
     }
     const spec_shape *out = &shapes[sp->n_layers - 1];
     text t = {0};
@@ -357,7 +361,7 @@ static enum MHD_Result handle_metrics(request *rq)
     size_t len;
     char *body = metrics_render(s->metrics, queued, &len);
     if (!body)
-        return reply_error(rq, SRV_INTERNAL, "out of memory rendering metrics");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory rendering metrics");
     return reply_raw(rq, 200, "text/plain; version=0.0.4", body, len, NULL);
 }
 
@@ -402,7 +406,7 @@ static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t 
     size_t per = (size_t)(c * h * w);
     rq->in = malloc(n * per * sizeof *rq->in);
     if (!rq->in)
-        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
     const spec_model *sp = engine_model_spec(rq->model->model);
     for (size_t i = 0; i < n; i++) {
         char err[512];
@@ -428,7 +432,7 @@ static enum MHD_Result submit(request *rq, const float *in, const int64_t *dims,
     const spec_model *sp = engine_model_spec(rq->model->model);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
     if (!shapes)
-        return reply_error(rq, SRV_INTERNAL, "out of memory");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
     srv_status st = check_input(rq, dims, rank, shapes, true);
     if (st == SRV_OK) {
         rq->out_shape = shapes[sp->n_layers - 1];
@@ -437,7 +441,7 @@ static enum MHD_Result submit(request *rq, const float *in, const int64_t *dims,
             count *= (size_t)rq->out_shape.d[i]; /* bounded by spec_infer */
         rq->out = malloc(count * sizeof *rq->out);
         if (!rq->out)
-            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
         rq->job.out = rq->out;
         rq->job.out_count = count;
     }
@@ -503,7 +507,7 @@ static enum MHD_Result handle_predict(request *rq)
     size_t max = (size_t)rq->srv->cfg.max_images;
     tensor_bytes *imgs = calloc(max, sizeof *imgs);
     if (!imgs)
-        return reply_error(rq, SRV_INTERNAL, "out of memory");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
     size_t n = 0;
     srv_status st = SRV_OK;
     const uint8_t *body = (const uint8_t *)(rq->body ? rq->body : "");
@@ -511,7 +515,7 @@ static enum MHD_Result handle_predict(request *rq)
         char boundary[MULTIPART_MAX_BOUNDARY + 1];
         multipart_part *parts = calloc(max, sizeof *parts);
         if (!parts) {
-            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
         } else {
             st = multipart_boundary(header(rq, MHD_HTTP_HEADER_CONTENT_TYPE), boundary,
                                     sizeof boundary, rq->errbuf, sizeof rq->errbuf);
@@ -657,7 +661,7 @@ static enum MHD_Result finish_infer(request *rq)
     size_t len;
     char *body = text_take(&t, &len);
     if (!body)
-        return reply_error(rq, SRV_INTERNAL, "out of memory building the answer");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory building the answer");
     char hlen[32];
     snprintf(hlen, sizeof hlen, "%zu", json_len);
     const char *headers[] = {"Inference-Header-Content-Length", hlen, NULL};
@@ -701,7 +705,7 @@ static enum MHD_Result finish_predict(request *rq)
     if (!prob || !idx) {
         free(prob);
         free(idx);
-        return reply_error(rq, SRV_INTERNAL, "out of memory");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
     }
     text t = {0};
     text_put(&t, "{\"model_name\":");

@@ -46,7 +46,7 @@ enum MHD_Result reply_json(request *rq, int code, text *t)
     size_t len;
     char *body = text_take(t, &len);
     if (!body)
-        return reply_error(rq, SRV_INTERNAL, "out of memory building the answer");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory building the answer");
     return reply_raw(rq, code, "application/json", body, len, NULL);
 }
 

@@ -232,7 +232,7 @@ static srv_status decode_base64_elems(infer_request *q, char *err, size_t errlen
         total += q->elems[i].len / 4 * 3 + 3; /* bounded by the body length */
     q->owned = malloc(total ? total : 1);
     if (!q->owned)
-        return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+        return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
     size_t off = 0;
     for (size_t i = 0; i < q->nelems; i++) {
         size_t n;
@@ -425,11 +425,11 @@ static srv_status parse_json_data(const json_t *in, infer_request *q, fast_data 
         q->nelems = q->count;
         q->elems = calloc(q->count, sizeof *q->elems);
         if (!q->elems)
-            return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+            return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
     } else {
         q->data = malloc(q->count * sizeof *q->data);
         if (!q->data)
-            return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+            return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
     }
     filler f = {q, 0, err, errlen};
     srv_status s = SRV_OK;
@@ -483,7 +483,7 @@ static srv_status parse_binary_data(const json_t *size_v, const uint8_t *bin, si
                             q->count);
         q->elems = calloc(n ? n : 1, sizeof *q->elems);
         if (!q->elems)
-            return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+            return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
         q->nelems = n;
         off = 0;
         for (size_t i = 0; i < n; i++) {
@@ -504,7 +504,7 @@ static srv_status parse_binary_data(const json_t *size_v, const uint8_t *bin, si
                         q->count * es);
     q->data = malloc(q->count * sizeof *q->data);
     if (!q->data)
-        return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+        return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
     if (q->dtype == TENSOR_FP32) {
         memcpy(q->data, bin, need); /* x86 and the wire are both little-endian */
     } else {
