@@ -1004,6 +1004,40 @@ class Suite:
             expect(st == 200, "%s: %d %s" % (name, st, short(b)))
             close_to(json.loads(b)["predictions"][0]["logits"], want, 1e-5, name)
 
+    def every_byte(self):
+        """Every byte value in the path (percent-encoded and raw), the query and a header value
+        comes back, where a message quotes it, in a body that is strict UTF-8 JSON: bytes that are
+        not UTF-8 are replaced (U+FFFD), control bytes escaped. Raw bytes that would end or split
+        the request line or a header line (NUL, CR, LF, space, tab) are left to the framing cases."""
+        framing = {0x00, 0x09, 0x0a, 0x0d, 0x20}
+        sent = 0
+        for b in range(256):
+            pct = "%%%02X" % b
+            reqs = [("GET", "/v2/models/x%sy/ready" % pct, [], 404),
+                    ("GET", "/v2/models/digits/shapes?input=1,1,8,x%s" % pct, [], 400),
+                    ("POST", INFER, [("Content-Type", "application/x" + chr(b) + "y")], 415)]
+            if b not in framing and b != ord("?") and b != ord("%") and b != ord("/") and b != ord("#"):
+                reqs.append(("GET", "/v2/models/x" + chr(b) + "y/ready", [], 404))
+                reqs.append(("GET", "/v2/models/digits/shapes?input=1,1,8,x" + chr(b), [], 400))
+            for method, path, hdrs, want in reqs:
+                if any(c in v for _, v in hdrs for c in "\x00\r\n"):
+                    continue
+                st, h, body = raw_request(self.port, method, path, hdrs, b"{}" if method == "POST"
+                                          else b"")
+                sent += 1
+                where = "%s %r (byte 0x%02x)" % (method, path if not hdrs else hdrs, b)
+                try:
+                    text = body.decode("utf-8", "strict")
+                except UnicodeDecodeError as e:
+                    raise AssertionError("%s: the answer is not UTF-8 (%s): %r" % (where, e, body[:120]))
+                expect(h.get("content-type", "").startswith("application/json"),
+                       "%s: Content-Type %r" % (where, h.get("content-type")))
+                obj = json.loads(text)
+                expect(isinstance(obj, dict) and isinstance(obj.get("error"), str),
+                       "%s: not {\"error\": ...}: %s" % (where, short(body)))
+                expect(st == want, "%s: status %d, expected %d (%s)" % (where, st, want, obj["error"]))
+        return "%d requests" % sent
+
     def alive_and_right(self):
         st, h, b = request(self.port, "GET", "/v2/health/ready")
         expect_eq(st, 200, "ready after the table")
@@ -1613,6 +1647,8 @@ def main():
             for rnd in (1, 2):
                 for r in rows:
                     run.check("hostile %d/%d: %s" % (rnd, len(rows), r["name"]), run_row, port, r)
+            run.check("every byte value in path, query and headers: strict UTF-8 JSON answers",
+                      s.every_byte)
             run.check("alive and right after the hostile table", s.alive_and_right)
             run.check("concurrency again after the table", s.concurrency, 32, 2)
 
