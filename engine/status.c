@@ -16,7 +16,7 @@ const char *engine_status_text(engine_status s)
     return "unknown status";
 }
 
-engine_status engine_fail(char *err, size_t errlen, engine_status s, const char *fmt, ...)
+int engine_status_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     if (err && errlen > 0) {
         va_list ap;
@@ -24,5 +24,5 @@ engine_status engine_fail(char *err, size_t errlen, engine_status s, const char 
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
     }
-    return s;
+    return code;
 }

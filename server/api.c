@@ -1,9 +1,10 @@
 /* api.c - the endpoints: KServe v2 (health, metadata, infer), shapes, TorchServe-style images,
  * metrics. */
-#include "http.h"
+#include "api.h"
 #include "image.h"
 #include "multipart.h"
 #include "query.h"
+#include "reply.h"
 #include "ui.h"
 
 #include <errno.h>
@@ -241,9 +242,8 @@ static srv_status check_input(request *rq, const int64_t *dims, int rank, spec_s
                         (long long)dims[2], (long long)dims[3],
                         (long long)rq->srv->cfg.max_input_pixels);
     int bad;
-    if (engine_model_shapes(me->model, dims, rank, shapes, &bad, err, errlen) != ENGINE_OK)
-        return SRV_BAD_REQUEST;
-    return SRV_OK;
+    return srv_status_from_engine(
+        engine_model_shapes(me->model, dims, rank, shapes, &bad, err, errlen));
 }
 
 static enum MHD_Result handle_shapes(request *rq)
@@ -253,18 +253,18 @@ static enum MHD_Result handle_shapes(request *rq)
     int64_t dims[QUERY_MAX_DIMS];
     int rank = 0;
     if (!q || !*q)
-        return http_reply_error(rq, SRV_BAD_REQUEST,
-                                "query parameter 'input' is missing; e.g. ?input=1,3,28,28");
+        return reply_error(rq, SRV_BAD_REQUEST,
+                           "query parameter 'input' is missing; e.g. ?input=1,3,28,28");
     if (query_parse_dims(q, strlen(q), dims, QUERY_MAX_DIMS, &rank, rq->errbuf,
                          sizeof rq->errbuf) != SRV_OK)
-        return http_reply_error(rq, SRV_BAD_REQUEST, "%s", rq->errbuf);
+        return reply_error(rq, SRV_BAD_REQUEST, "%s", rq->errbuf);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
     if (!shapes)
-        return http_reply_error(rq, SRV_INTERNAL, "out of memory");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
     srv_status st = check_input(rq, dims, rank, shapes, false);
     if (st != SRV_OK) {
         free(shapes);
-        return http_reply_error(rq, st, "%s", rq->errbuf);
+        return reply_error(rq, st, "%s", rq->errbuf);
     }
     text t = {0};
     text_put(&t, "{\"model_name\":");
@@ -277,7 +277,7 @@ static enum MHD_Result handle_shapes(request *rq)
     put_layers(&t, sp, shapes, false);
     text_put(&t, "}");
     free(shapes);
-    return http_reply_json(rq, 200, &t);
+    return reply_json(rq, 200, &t);
 }
 
 /* ---- metadata ----------------------------------------------------------------------------- */
@@ -300,12 +300,17 @@ static enum MHD_Result handle_model(request *rq)
     int64_t in[SPEC_MAX_RANK];
     int rank = model_input_dims(sp, in);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
+    if (!shapes)
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory describing model '%s'", me->name);
     int bad;
     char err[256];
-    if (!shapes ||
-        engine_model_shapes(me->model, in, rank, shapes, &bad, err, sizeof err) != ENGINE_OK) {
+    srv_status st = srv_status_from_engine(
+        engine_model_shapes(me->model, in, rank, shapes, &bad, err, sizeof err));
+    if (st != SRV_OK) {
         free(shapes);
-        return http_reply_error(rq, SRV_INTERNAL, "cannot describe model '%s'", me->name);
+        /* The configured input passed every layer at load time: any failure now is ours. */
+        return reply_error(rq, st == SRV_BAD_REQUEST ? SRV_INTERNAL : st,
+                           "cannot describe model '%s': %s", me->name, err);
     }
     const spec_shape *out = &shapes[sp->n_layers - 1];
     text t = {0};
@@ -348,7 +353,7 @@ static enum MHD_Result handle_model(request *rq)
     put_layers(&t, sp, shapes, true);
     text_put(&t, "}");
     free(shapes);
-    return http_reply_json(rq, 200, &t);
+    return reply_json(rq, 200, &t);
 }
 
 static enum MHD_Result handle_metrics(request *rq)
@@ -360,8 +365,8 @@ static enum MHD_Result handle_metrics(request *rq)
     size_t len;
     char *body = metrics_render(s->metrics, queued, &len);
     if (!body)
-        return http_reply_error(rq, SRV_INTERNAL, "out of memory rendering metrics");
-    return http_reply_raw(rq, 200, "text/plain; version=0.0.4", body, len, NULL);
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory rendering metrics");
+    return reply_raw(rq, 200, "text/plain; version=0.0.4", body, len, NULL);
 }
 
 /* ---- inference ---------------------------------------------------------------------------- */
@@ -405,7 +410,7 @@ static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t 
     size_t per = (size_t)(c * h * w);
     rq->in = malloc(n * per * sizeof *rq->in);
     if (!rq->in)
-        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
     const spec_model *sp = engine_model_spec(rq->model->model);
     for (size_t i = 0; i < n; i++) {
         char err[512];
@@ -431,7 +436,7 @@ static enum MHD_Result submit(request *rq, const float *in, const int64_t *dims,
     const spec_model *sp = engine_model_spec(rq->model->model);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
     if (!shapes)
-        return http_reply_error(rq, SRV_INTERNAL, "out of memory");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
     srv_status st = check_input(rq, dims, rank, shapes, true);
     if (st == SRV_OK) {
         rq->out_shape = shapes[sp->n_layers - 1];
@@ -440,17 +445,17 @@ static enum MHD_Result submit(request *rq, const float *in, const int64_t *dims,
             count *= (size_t)rq->out_shape.d[i]; /* bounded by spec_infer */
         rq->out = malloc(count * sizeof *rq->out);
         if (!rq->out)
-            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
         rq->job.out = rq->out;
         rq->job.out_count = count;
     }
     free(shapes);
     if (st != SRV_OK)
-        return http_reply_error(rq, st, "%s", rq->errbuf);
+        return reply_error(rq, st, "%s", rq->errbuf);
     rq->job.in = in;
     rq->job.rank = rank;
     memcpy(rq->job.dims, dims, (size_t)rank * sizeof *dims);
-    http_submit(rq, rq->model);
+    request_submit(rq);
     return MHD_YES;
 }
 
@@ -462,33 +467,33 @@ static enum MHD_Result handle_infer(request *rq)
     srv_status st = infer_request_parse(rq->body ? rq->body : "", rq->len, rq->header_len, q,
                                         rq->errbuf, sizeof rq->errbuf);
     if (st != SRV_OK)
-        return http_reply_error(rq, st, "%s", rq->errbuf);
+        return reply_error(rq, st, "%s", rq->errbuf);
     if (strcmp(q->input_name, sp->input_name))
-        return http_reply_error(rq, SRV_BAD_REQUEST,
-                                "unknown input '%s' for model '%s'; its input is '%s'",
-                                q->input_name, me->name, sp->input_name);
+        return reply_error(rq, SRV_BAD_REQUEST,
+                           "unknown input '%s' for model '%s'; its input is '%s'", q->input_name,
+                           me->name, sp->input_name);
     for (int i = 0; i < q->noutputs; i++)
         if (strcmp(q->output_names[i], sp->output_name))
-            return http_reply_error(rq, SRV_BAD_REQUEST,
-                                    "unknown output '%s' for model '%s'; its output is '%s'",
-                                    q->output_names[i], me->name, sp->output_name);
+            return reply_error(rq, SRV_BAD_REQUEST,
+                               "unknown output '%s' for model '%s'; its output is '%s'",
+                               q->output_names[i], me->name, sp->output_name);
     if (q->dtype == TENSOR_BYTES) {
         if (!(q->rank == 1 || (q->rank == 2 && q->shape[1] == 1)))
-            return http_reply_error(rq, SRV_BAD_REQUEST,
-                                    "a BYTES input of images has shape [N] or [N,1]; got %d "
-                                    "dimensions",
-                                    q->rank);
+            return reply_error(rq, SRV_BAD_REQUEST,
+                               "a BYTES input of images has shape [N] or [N,1]; got %d "
+                               "dimensions",
+                               q->rank);
         int64_t dims[SPEC_MAX_RANK];
         st = images_to_input(rq, q->elems, q->nelems, dims);
         if (st != SRV_OK)
-            return http_reply_error(rq, st, "%s", rq->errbuf);
+            return reply_error(rq, st, "%s", rq->errbuf);
         return submit(rq, rq->in, dims, 4);
     }
     if (q->dtype == TENSOR_BOOL || q->dtype == TENSOR_FP16)
-        return http_reply_error(rq, SRV_BAD_REQUEST,
-                                "datatype %s is not supported; send FP32 (FP64 and integer types "
-                                "are converted)",
-                                tensor_dtype_name(q->dtype));
+        return reply_error(rq, SRV_BAD_REQUEST,
+                           "datatype %s is not supported; send FP32 (FP64 and integer types "
+                           "are converted)",
+                           tensor_dtype_name(q->dtype));
     return submit(rq, q->data, q->shape, q->rank);
 }
 
@@ -500,14 +505,13 @@ static enum MHD_Result handle_predict(request *rq)
         char *end;
         long v = strtol(top, &end, 10);
         if (end == top || *end || v < 1 || v > SPEC_MAX_LABELS)
-            return http_reply_error(rq, SRV_BAD_REQUEST, "top '%.32s' must be a positive integer",
-                                    top);
+            return reply_error(rq, SRV_BAD_REQUEST, "top '%.32s' must be a positive integer", top);
         rq->top = (int)v;
     }
     size_t max = (size_t)rq->srv->cfg.max_images;
     tensor_bytes *imgs = calloc(max, sizeof *imgs);
     if (!imgs)
-        return http_reply_error(rq, SRV_INTERNAL, "out of memory");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
     size_t n = 0;
     srv_status st = SRV_OK;
     const uint8_t *body = (const uint8_t *)(rq->body ? rq->body : "");
@@ -515,7 +519,7 @@ static enum MHD_Result handle_predict(request *rq)
         char boundary[MULTIPART_MAX_BOUNDARY + 1];
         multipart_part *parts = calloc(max, sizeof *parts);
         if (!parts) {
-            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_INTERNAL, "out of memory");
+            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
         } else {
             st = multipart_boundary(header(rq, MHD_HTTP_HEADER_CONTENT_TYPE), boundary,
                                     sizeof boundary, rq->errbuf, sizeof rq->errbuf);
@@ -545,7 +549,7 @@ static enum MHD_Result handle_predict(request *rq)
         st = images_to_input(rq, imgs, n, dims);
     free(imgs);
     if (st != SRV_OK)
-        return http_reply_error(rq, st, "%s", rq->errbuf);
+        return reply_error(rq, st, "%s", rq->errbuf);
     return submit(rq, rq->in, dims, 4);
 }
 
@@ -557,30 +561,29 @@ enum MHD_Result api_handle(request *rq)
         text t = {0};
         if (rq->live) {
             text_put(&t, "{\"live\":true}");
-            return http_reply_json(rq, 200, &t);
+            return reply_json(rq, 200, &t);
         }
         if (!atomic_load(&s->ready))
-            return http_reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
+            return reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
         text_put(&t, "{\"ready\":true}");
-        return http_reply_json(rq, 200, &t);
+        return reply_json(rq, 200, &t);
     }
     case ROUTE_SERVER: {
         text t = {0};
         text_put(&t, "{\"name\":\"convserve\",\"version\":\"%s\",\"extensions\":%s}",
                  CONVSERVE_VERSION, server_extensions);
-        return http_reply_json(rq, 200, &t);
+        return reply_json(rq, 200, &t);
     }
     case ROUTE_MODEL:
         return handle_model(rq);
     case ROUTE_READY: {
         if (!atomic_load(&s->ready))
-            return http_reply_error(rq, SRV_UNAVAILABLE, "model '%s' is not ready",
-                                    rq->model->name);
+            return reply_error(rq, SRV_UNAVAILABLE, "model '%s' is not ready", rq->model->name);
         text t = {0};
         text_put(&t, "{\"name\":");
         text_json_string(&t, rq->model->name, strlen(rq->model->name));
         text_put(&t, ",\"ready\":true}");
-        return http_reply_json(rq, 200, &t);
+        return reply_json(rq, 200, &t);
     }
     case ROUTE_SHAPES:
         return handle_shapes(rq);
@@ -597,20 +600,20 @@ enum MHD_Result api_handle(request *rq)
             "Access-Control-Max-Age",
             "600",
             NULL};
-        return http_reply_raw(rq, 204, NULL, NULL, 0, cors);
+        return reply_raw(rq, 204, NULL, NULL, 0, cors);
     }
     case ROUTE_INFER:
         /* A request that arrived before SIGTERM is in flight and is served, even if its body
          * finished arriving after it; only requests that arrive later are turned away. */
         if (!rq->arrived_ready)
-            return http_reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
+            return reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
         return handle_infer(rq);
     case ROUTE_PREDICT:
         if (!rq->arrived_ready)
-            return http_reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
+            return reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
         return handle_predict(rq);
     }
-    return http_reply_error(rq, SRV_INTERNAL, "unhandled route");
+    return reply_error(rq, SRV_INTERNAL, "unhandled route");
 }
 
 /* ---- answers ------------------------------------------------------------------------------ */
@@ -656,7 +659,7 @@ static enum MHD_Result finish_infer(request *rq)
     }
     text_put(&t, "}");
     if (!q->binary_output)
-        return http_reply_json(rq, 200, &t);
+        return reply_json(rq, 200, &t);
 
     /* Binary output: the JSON header, then the raw little-endian floats. */
     size_t json_len = t.len;
@@ -664,11 +667,11 @@ static enum MHD_Result finish_infer(request *rq)
     size_t len;
     char *body = text_take(&t, &len);
     if (!body)
-        return http_reply_error(rq, SRV_INTERNAL, "out of memory building the answer");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory building the answer");
     char hlen[32];
     snprintf(hlen, sizeof hlen, "%zu", json_len);
     const char *headers[] = {"Inference-Header-Content-Length", hlen, NULL};
-    return http_reply_raw(rq, 200, "application/octet-stream", body, len, headers);
+    return reply_raw(rq, 200, "application/octet-stream", body, len, headers);
 }
 
 static int compare_desc(const void *a, const void *b, void *probs)
@@ -708,7 +711,7 @@ static enum MHD_Result finish_predict(request *rq)
     if (!prob || !idx) {
         free(prob);
         free(idx);
-        return http_reply_error(rq, SRV_INTERNAL, "out of memory");
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
     }
     text t = {0};
     text_put(&t, "{\"model_name\":");
@@ -759,22 +762,15 @@ static enum MHD_Result finish_predict(request *rq)
     text_put(&t, "]}");
     free(prob);
     free(idx);
-    return http_reply_json(rq, 200, &t);
+    return reply_json(rq, 200, &t);
 }
 
 enum MHD_Result api_finish(request *rq)
 {
     if (rq->job.status != SRV_OK)
-        return http_reply_error(rq, rq->job.status, "%s", rq->job.err);
+        return reply_error(rq, rq->job.status, "%s", rq->job.err);
     metrics_queue_wait(rq->srv->metrics, rq->model_index, rq->job.started_ns - rq->job.enqueued_ns);
     if (rq->route == ROUTE_INFER)
         return finish_infer(rq);
     return finish_predict(rq);
-}
-
-void api_request_free(request *rq)
-{
-    infer_request_free(&rq->q);
-    free(rq->in);
-    free(rq->out);
 }

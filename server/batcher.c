@@ -83,25 +83,6 @@ static void finish(batch_job *j, srv_status s)
     j->done(j, j->ctx);
 }
 
-/* The engine's verdict as the server's: a request the engine cannot run for lack of memory is
- * the server being busy (503), one whose input the engine refuses is the client's (400; inputs are
- * checked before queueing, so this is rare), and anything else is a server bug (500). */
-static srv_status status_of(engine_status st)
-{
-    switch (st) {
-    case ENGINE_OK:
-        return SRV_OK;
-    case ENGINE_E_INPUT:
-        return SRV_BAD_REQUEST;
-    case ENGINE_E_LIMIT:
-        return SRV_TOO_LARGE;
-    case ENGINE_E_NOMEM:
-        return SRV_UNAVAILABLE;
-    default:
-        return SRV_INTERNAL;
-    }
-}
-
 /* Runs the jobs of one batch: in place for a single job, concatenated otherwise. */
 static void run_batch(worker *w, engine_runner *r, batch_job **jobs, int njobs, int64_t samples)
 {
@@ -152,7 +133,7 @@ static void run_batch(worker *w, engine_runner *r, batch_job **jobs, int njobs, 
         j->engine = st;
         if (st != ENGINE_OK) {
             snprintf(j->err, sizeof j->err, "inference failed: %s", err);
-            finish(j, status_of(st));
+            finish(j, srv_status_from_engine(st));
             continue;
         }
         if (off + j->out_count > out.count) {

@@ -1,5 +1,6 @@
 /* config.c - parses the settings table of config.h from defaults, environment and command line. */
 #include "config.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -101,9 +102,10 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
         if (!set_field(cfg, found, value, flags[found], err, errlen))
             return CONFIG_ERROR;
     }
-    const char *lv = cfg->log_level;
-    if (strcmp(lv, "error") && strcmp(lv, "warn") && strcmp(lv, "info") && strcmp(lv, "debug")) {
-        snprintf(err, errlen, "--log-level: '%s' is not one of error, warn, info, debug", lv);
+    log_level level;
+    if (!log_level_parse(cfg->log_level, &level)) {
+        snprintf(err, errlen, "--log-level: '%s' is not one of %s", cfg->log_level,
+                 log_level_choices());
         return CONFIG_ERROR;
     }
     if (strcmp(cfg->ui, "on") && strcmp(cfg->ui, "off")) {

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "spec.h" /* SPEC_MAX_BATCH */
+
 /* One table lists each setting once: field, flag, environment variable, kind, default, bounds and
  * help. Parsing, --help and the README's table all come from it. Command-line flags win over the
  * environment, which wins over the default. */
@@ -26,7 +28,7 @@
        1073741824, "largest width x height of an uploaded image (read from its header)")           \
     XX(max_input_pixels, "--max-input-pixels", "CONVSERVE_MAX_INPUT_PIXELS", INT, "1048576", 1,    \
        1073741824, "largest H x W of a tensor sent to a model whose H and W are free")             \
-    XX(max_images, "--max-images", "CONVSERVE_MAX_IMAGES", INT, "64", 1, 4096,                     \
+    XX(max_images, "--max-images", "CONVSERVE_MAX_IMAGES", INT, "64", 1, SPEC_MAX_BATCH,           \
        "most images in one multipart request")                                                     \
     XX(max_connections, "--max-connections", "CONVSERVE_MAX_CONNECTIONS", INT, "1024", 1, 65536,   \
        "concurrent connections")                                                                   \
@@ -36,8 +38,8 @@
        "requests waiting per model; more get 503")                                                 \
     XX(queue_timeout_ms, "--queue-timeout-ms", "CONVSERVE_QUEUE_TIMEOUT_MS", INT, "10000", 1,      \
        3600000, "a request waiting longer in the queue gets 503")                                  \
-    XX(max_batch_size, "--max-batch-size", "CONVSERVE_MAX_BATCH_SIZE", INT, "0", 0, 4096,          \
-       "override every model's max_batch_size; 0 keeps model.json's")                              \
+    XX(max_batch_size, "--max-batch-size", "CONVSERVE_MAX_BATCH_SIZE", INT, "0", 0,                \
+       SPEC_MAX_BATCH, "override every model's max_batch_size; 0 keeps model.json's")              \
     XX(max_queue_delay_us, "--max-queue-delay-us", "CONVSERVE_MAX_QUEUE_DELAY_US", INT, "-1", -1,  \
        10000000, "override every model's dynamic_batching delay; -1 keeps model.json's")           \
     XX(shutdown_timeout, "--shutdown-timeout", "CONVSERVE_SHUTDOWN_TIMEOUT", INT, "30", 0, 3600,   \

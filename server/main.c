@@ -20,7 +20,8 @@ enum {
 
 static void engine_warning(void *ctx, const char *message)
 {
-    server_log(ctx, LOG_WARN, "%s", message);
+    const server *s = ctx;
+    server_log(s, LOG_WARN, "%s", message);
 }
 
 static int compare_names(const void *a, const void *b)
@@ -93,7 +94,13 @@ bool server_load_models(server *s, char *err, size_t errlen)
             snprintf(err, errlen, "more than %d models in '%s'", MAIN_MAX_MODELS, s->cfg.models);
             goto fail_names;
         }
-        names[n++] = strdup(e->d_name);
+        names[n] = strdup(e->d_name);
+        if (!names[n]) {
+            closedir(d);
+            snprintf(err, errlen, "out of memory listing the model repository '%s'", s->cfg.models);
+            goto fail_names;
+        }
+        n++;
     }
     closedir(d);
     if (n == 0) {
@@ -219,17 +226,6 @@ void server_unload_models(server *s)
     s->nmodels = 0;
 }
 
-static log_level parse_level(const char *v)
-{
-    if (!strcmp(v, "error"))
-        return LOG_ERROR;
-    if (!strcmp(v, "warn"))
-        return LOG_WARN;
-    if (!strcmp(v, "debug"))
-        return LOG_DEBUG;
-    return LOG_INFO;
-}
-
 int main(int argc, char **argv)
 {
     server s = {0};
@@ -247,7 +243,7 @@ int main(int argc, char **argv)
     case CONFIG_RUN:
         break;
     }
-    s.level = parse_level(s.cfg.log_level);
+    log_level_parse(s.cfg.log_level, &s.level); /* checked by config_parse */
 
     /* Block the shutdown signals in every thread (threads inherit the mask) and take them with
      * sigwait in main: no async-signal-safety puzzles, and no global flag. */

@@ -21,10 +21,11 @@
 #include <stdint.h>
 
 #include "status.h"
+#include "tensor.h"
 
 enum {
-    QUERY_MAX_DIMS = 8,   /* what /shapes accepts; spec_infer then wants rank 2 or 4 */
-    QUERY_QUOTE_MAX = 64, /* bytes of the query an error message quotes */
+    QUERY_MAX_DIMS = TENSOR_MAX_RANK, /* as infer accepts; spec_infer then wants rank 2 or 4 */
+    QUERY_QUOTE_MAX = 64,             /* bytes of the query an error message quotes */
 };
 
 /* Fills dims[0..*rank) and returns SRV_OK. Otherwise returns SRV_BAD_REQUEST with *rank 0 and

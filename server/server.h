@@ -9,11 +9,10 @@
 #include "batcher.h"
 #include "config.h"
 #include "engine.h"
+#include "log.h"
 #include "metrics.h"
 
 #define CONVSERVE_VERSION "0.1.0"
-
-typedef enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level;
 
 struct server;
 
@@ -34,15 +33,14 @@ typedef struct server {
     const char **model_names;
     metrics *metrics;
     struct MHD_Daemon *daemon;
-    struct http_guard *guard; /* closes connections that take too long to send a request */
+    struct guard *guard; /* closes connections that take too long to send a request */
     uint16_t port;
     atomic_bool ready;
     atomic_int inflight;
 } server;
 
-/* One line to stderr with a UTC timestamp, if `level` is enabled. */
-void server_log(const server *s, log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* One line to stderr with a UTC timestamp, if `level` is enabled for the server (log.h). */
+#define server_log(s, lvl, ...) log_write((s)->level, (lvl), __VA_ARGS__)
 
 /* Loads every model folder of cfg.models and starts its worker (warm-up included). On failure
  * returns false with the engine's message in err. */

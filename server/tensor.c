@@ -1,6 +1,8 @@
 /* tensor.c - KServe v2 request decoding: the JSON envelope, JSON or binary tensor data, base64. */
 #include "tensor.h"
+#include "half.h"
 #include "jscan.h"
+#include "jsonkind.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -33,19 +35,6 @@ void infer_request_free(infer_request *q)
     q->data = NULL;
     q->elems = NULL;
     q->owned = NULL;
-}
-
-static float half_to_float(uint16_t h)
-{
-    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    float v;
-    if (e == 0)
-        v = ldexpf((float)m, -24);
-    else if (e == 31)
-        v = m ? NAN : INFINITY;
-    else
-        v = ldexpf((float)(m | 0x400), e - 25);
-    return (h & 0x8000) ? -v : v;
 }
 
 /* Little-endian element i of raw binary data as float. */
@@ -112,26 +101,6 @@ static bool int_in_range(json_int_t v, tensor_dtype t)
     }
 }
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
 /* Counts the leaves of nested `data`, checking that every level has shape[depth] entries. */
 static srv_status count_nested(const json_t *a, int depth, const infer_request *q, size_t *leaves,
                                char *err, size_t errlen)
@@ -144,7 +113,7 @@ static srv_status count_nested(const json_t *a, int depth, const infer_request *
         return srv_fail(err, errlen, SRV_BAD_REQUEST,
                         "inputs[0].data: nesting level %d is %s; shape has %d dimensions and "
                         "expects an array of %lld there",
-                        depth, json_type_name(a), q->rank, (long long)q->shape[depth]);
+                        depth, jsonkind_describe(a), q->rank, (long long)q->shape[depth]);
     if ((int64_t)json_array_size(a) != q->shape[depth])
         return srv_fail(err, errlen, SRV_BAD_REQUEST,
                         "inputs[0].data: nesting level %d has %zu entries; shape says %lld", depth,
@@ -171,7 +140,7 @@ static srv_status fill_value(filler *f, const json_t *v)
         if (!json_is_string(v))
             return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
                             "inputs[0].data[%zu] is %s; a BYTES input holds base64 strings", f->pos,
-                            json_type_name(v));
+                            jsonkind_describe(v));
         q->elems[f->pos].data = (const uint8_t *)json_string_value(v); /* decoded later */
         q->elems[f->pos].len = json_string_length(v);
         f->pos++;
@@ -181,7 +150,7 @@ static srv_status fill_value(filler *f, const json_t *v)
         if (!json_is_boolean(v))
             return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
                             "inputs[0].data[%zu] is %s; expected true or false", f->pos,
-                            json_type_name(v));
+                            jsonkind_describe(v));
         q->data[f->pos++] = json_is_true(v) ? 1.0f : 0.0f;
         return SRV_OK;
     }
@@ -189,7 +158,7 @@ static srv_status fill_value(filler *f, const json_t *v)
         q->dtype == TENSOR_FP16 || q->dtype == TENSOR_FP32 || q->dtype == TENSOR_FP64;
     if (is_float_type ? !json_is_number(v) : !json_is_integer(v))
         return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
-                        "inputs[0].data[%zu] is %s; expected %s", f->pos, json_type_name(v),
+                        "inputs[0].data[%zu] is %s; expected %s", f->pos, jsonkind_describe(v),
                         is_float_type ? "a number" : "an integer");
     if (!is_float_type && !int_in_range(json_integer_value(v), q->dtype))
         return srv_fail(f->err, f->errlen, SRV_BAD_REQUEST,
@@ -263,7 +232,7 @@ static srv_status decode_base64_elems(infer_request *q, char *err, size_t errlen
         total += q->elems[i].len / 4 * 3 + 3; /* bounded by the body length */
     q->owned = malloc(total ? total : 1);
     if (!q->owned)
-        return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+        return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
     size_t off = 0;
     for (size_t i = 0; i < q->nelems; i++) {
         size_t n;
@@ -285,7 +254,7 @@ static srv_status parse_bool_param(const json_t *params, const char *key, bool *
         return SRV_OK;
     if (!json_is_boolean(v))
         return srv_fail(err, errlen, SRV_BAD_REQUEST, "%s.%s is %s; expected true or false", where,
-                        key, json_type_name(v));
+                        key, jsonkind_describe(v));
     *out = json_is_true(v);
     return SRV_OK;
 }
@@ -297,7 +266,7 @@ static srv_status parse_envelope(const json_t *root, infer_request *q, char *err
     if (id) {
         if (!json_is_string(id))
             return srv_fail(err, errlen, SRV_BAD_REQUEST, "id is %s; expected a string",
-                            json_type_name(id));
+                            jsonkind_describe(id));
         if (json_string_length(id) >= sizeof q->id)
             return srv_fail(err, errlen, SRV_BAD_REQUEST, "id is %zu bytes; the limit is %zu",
                             json_string_length(id), sizeof q->id - 1);
@@ -307,7 +276,7 @@ static srv_status parse_envelope(const json_t *root, infer_request *q, char *err
     const json_t *params = json_object_get(root, "parameters");
     if (params && !json_is_object(params))
         return srv_fail(err, errlen, SRV_BAD_REQUEST, "parameters is %s; expected an object",
-                        json_type_name(params));
+                        jsonkind_describe(params));
     if ((s = parse_bool_param(params, "layer_shapes", &q->layer_shapes, "parameters", err,
                               errlen)) != SRV_OK ||
         (s = parse_bool_param(params, "binary_data_output", &q->binary_output, "parameters", err,
@@ -318,7 +287,7 @@ static srv_status parse_envelope(const json_t *root, infer_request *q, char *err
     if (outputs) {
         if (!json_is_array(outputs))
             return srv_fail(err, errlen, SRV_BAD_REQUEST, "outputs is %s; expected an array",
-                            json_type_name(outputs));
+                            jsonkind_describe(outputs));
         if (json_array_size(outputs) > TENSOR_MAX_OUTPUTS)
             return srv_fail(err, errlen, SRV_BAD_REQUEST,
                             "outputs has %zu entries; the limit is %d", json_array_size(outputs),
@@ -338,7 +307,7 @@ static srv_status parse_envelope(const json_t *root, infer_request *q, char *err
             const json_t *op = json_object_get(o, "parameters");
             if (op && !json_is_object(op))
                 return srv_fail(err, errlen, SRV_BAD_REQUEST, "%s is %s; expected an object", where,
-                                json_type_name(op));
+                                jsonkind_describe(op));
             if ((s = parse_bool_param(op, "binary_data", &bin, where, err, errlen)) != SRV_OK)
                 return s;
             if (op && json_object_get(op, "binary_data"))
@@ -352,7 +321,7 @@ static srv_status parse_input_header(const json_t *in, infer_request *q, char *e
 {
     if (!json_is_object(in))
         return srv_fail(err, errlen, SRV_BAD_REQUEST, "inputs[0] is %s; expected an object",
-                        json_type_name(in));
+                        jsonkind_describe(in));
     const json_t *name = json_object_get(in, "name");
     if (!name || !json_is_string(name))
         return srv_fail(err, errlen, SRV_BAD_REQUEST, "inputs[0].name is missing or not a string");
@@ -438,7 +407,7 @@ static srv_status parse_json_data(const json_t *in, infer_request *q, fast_data 
                         "inputs[0] has neither \"data\" nor parameters.binary_data_size");
     if (!json_is_array(data))
         return srv_fail(err, errlen, SRV_BAD_REQUEST, "inputs[0].data is %s; expected an array",
-                        json_type_name(data));
+                        jsonkind_describe(data));
     bool nested = json_array_size(data) > 0 && json_is_array(json_array_get(data, 0));
     size_t leaves = 0;
     if (nested) {
@@ -456,11 +425,11 @@ static srv_status parse_json_data(const json_t *in, infer_request *q, fast_data 
         q->nelems = q->count;
         q->elems = calloc(q->count, sizeof *q->elems);
         if (!q->elems)
-            return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+            return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
     } else {
         q->data = malloc(q->count * sizeof *q->data);
         if (!q->data)
-            return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+            return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
     }
     filler f = {q, 0, err, errlen};
     srv_status s = SRV_OK;
@@ -514,7 +483,7 @@ static srv_status parse_binary_data(const json_t *size_v, const uint8_t *bin, si
                             q->count);
         q->elems = calloc(n ? n : 1, sizeof *q->elems);
         if (!q->elems)
-            return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+            return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
         q->nelems = n;
         off = 0;
         for (size_t i = 0; i < n; i++) {
@@ -535,7 +504,7 @@ static srv_status parse_binary_data(const json_t *size_v, const uint8_t *bin, si
                         q->count * es);
     q->data = malloc(q->count * sizeof *q->data);
     if (!q->data)
-        return srv_fail(err, errlen, SRV_INTERNAL, "out of memory");
+        return srv_fail(err, errlen, SRV_UNAVAILABLE, "out of memory");
     if (q->dtype == TENSOR_FP32) {
         memcpy(q->data, bin, need); /* x86 and the wire are both little-endian */
     } else {
@@ -565,7 +534,7 @@ static srv_status parse_request(const char *json, size_t jlen, const char *body,
     srv_status s;
     if (!json_is_object(root)) {
         s = srv_fail(err, errlen, SRV_BAD_REQUEST, "the request body must be a JSON object; got %s",
-                     json_type_name(root));
+                     jsonkind_describe(root));
         goto done;
     }
     if ((s = parse_envelope(root, q, err, errlen)) != SRV_OK)

@@ -17,12 +17,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "spec.h"
 #include "status.h"
 
 enum {
     TENSOR_MAX_RANK = 8,
-    TENSOR_MAX_ID = 256,   /* bytes of the request id */
-    TENSOR_MAX_NAME = 128, /* bytes of an input or output name */
+    TENSOR_MAX_ID = 256,             /* bytes of the request id */
+    TENSOR_MAX_NAME = SPEC_MAX_NAME, /* bytes of an input or output name, as model.json's */
     TENSOR_MAX_OUTPUTS = 8,
 };
 

@@ -56,20 +56,69 @@ void text_append(text *t, const void *bytes, size_t n)
     t->p[t->len] = 0;
 }
 
+size_t text_utf8_sequence(const unsigned char *s, size_t n, size_t *bad)
+{
+    /* RFC 3629: the second byte's range depends on the first, which rules out overlong forms,
+     * surrogates and code points past U+10FFFF; later bytes are 80..BF. */
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c < 0x80) {
+        *bad = 0;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        *bad = 1;
+        return 0;
+    }
+    /* The maximal valid prefix of a broken sequence is replaced as one unit (Unicode 15, 3.9). */
+    for (size_t i = 1; i < len; i++) {
+        unsigned char b = i < n ? s[i] : 0;
+        bool ok = i == 1 ? b >= lo && b <= hi : b >= 0x80 && b <= 0xbf;
+        if (i >= n || !ok) {
+            *bad = i;
+            return 0;
+        }
+    }
+    *bad = 0;
+    return len;
+}
+
 void text_json_string(text *t, const char *s, size_t n)
 {
+    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD in UTF-8 */
     if (!reserve(t, n + 2))
         return;
     t->p[t->len++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = u[i];
+        size_t bad, len = text_utf8_sequence(u + i, n - i, &bad);
+        if (len == 0) {
+            /* Not UTF-8: request bytes quoted in a message must not make the answer invalid
+             * JSON, so they become U+FFFD, as a lenient decoder would show them. */
+            text_append(t, replacement, sizeof replacement - 1);
+            i += bad;
+        } else if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
             text_append(t, e, 2);
-        } else if (c < 0x20) {
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
             text_put(t, "\\u%04x", c);
+            i++;
         } else {
-            text_append(t, &s[i], 1);
+            text_append(t, &s[i], len);
+            i += len;
         }
     }
     text_append(t, "\"", 1);

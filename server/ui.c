@@ -5,6 +5,7 @@
  * without the API key (the page must load to ask for it), and why the policy below can forbid
  * everything the page does not need. */
 #include "ui.h"
+#include "reply.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,20 +141,20 @@ enum MHD_Result ui_reply(request *rq)
         MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
     if (inm && etag_matches(inm, a->etag)) {
         h[n] = NULL;
-        return http_reply_static(rq, MHD_HTTP_NOT_MODIFIED, NULL, NULL, 0, h);
+        return reply_static(rq, MHD_HTTP_NOT_MODIFIED, NULL, NULL, 0, h);
     }
     if (a->gzip && !accepts_gzip(MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
                                                              MHD_HTTP_HEADER_ACCEPT_ENCODING))) {
         h[n] = NULL;
         char *body = inflate_asset(a);
         if (!body)
-            return http_reply_error(rq, SRV_INTERNAL, "out of memory inflating %s", a->path);
-        return http_reply_raw(rq, MHD_HTTP_OK, a->content_type, body, a->size, h);
+            return reply_error(rq, SRV_INTERNAL, "out of memory inflating %s", a->path);
+        return reply_raw(rq, MHD_HTTP_OK, a->content_type, body, a->size, h);
     }
     if (a->gzip) {
         h[n++] = MHD_HTTP_HEADER_CONTENT_ENCODING;
         h[n++] = "gzip";
     }
     h[n] = NULL;
-    return http_reply_static(rq, MHD_HTTP_OK, a->content_type, a->data, a->len, h);
+    return reply_static(rq, MHD_HTTP_OK, a->content_type, a->data, a->len, h);
 }

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 #include "config.h"
-#include "http.h"
+#include "request.h"
 
 /* One embedded file. The table is generated at build time from server/ui/assets.txt by
  * server/ui/embed.cmake (ui_assets.c in the build folder), so it is constant data. */

@@ -3,11 +3,14 @@
 #ifndef CONVSERVE_FUZZ_CHECK_H
 #define CONVSERVE_FUZZ_CHECK_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "text.h"
 
 enum { FUZZ_ERR_LEN = 512 };
 
@@ -30,6 +33,25 @@ static inline void fuzz_err_poison(char *err, size_t len)
 static inline bool fuzz_err_written(const char *err, size_t len)
 {
     return err[0] != 'X' && err[0] != '\0' && memchr(err, '\0', len) != NULL;
+}
+
+/* The message as the server sends it, {"error": "<message>"}, is valid JSON in strict UTF-8,
+ * whatever bytes of the input it quotes (jansson checks both; NUL is valid JSON, "\u0000"). */
+static inline bool fuzz_err_json_ok(const char *err)
+{
+    text t = {0};
+    text_put(&t, "{\"error\":");
+    text_json_string(&t, err, strlen(err));
+    text_put(&t, "}");
+    size_t len;
+    char *body = text_take(&t, &len);
+    FUZZ_CHECK(body != NULL);
+    json_error_t je;
+    json_t *v = json_loadb(body, len, JSON_ALLOW_NUL, &je);
+    bool ok = v != NULL && json_is_string(json_object_get(v, "error"));
+    json_decref(v);
+    free(body);
+    return ok;
 }
 
 /* Whether [p, p + n) lies inside [base, base + len). */

@@ -37,6 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st != SRV_OK) {
         FUZZ_CHECK(st == SRV_BAD_REQUEST || st == SRV_MEDIA_TYPE);
         FUZZ_CHECK(fuzz_err_written(err, sizeof err));
+        FUZZ_CHECK(fuzz_err_json_ok(err));
         goto done;
     }
     size_t blen = strnlen(boundary, sizeof boundary);
@@ -49,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st != SRV_OK) {
         FUZZ_CHECK(st == SRV_BAD_REQUEST);
         FUZZ_CHECK(fuzz_err_written(err, sizeof err));
+        FUZZ_CHECK(fuzz_err_json_ok(err));
         goto done;
     }
     FUZZ_CHECK(n >= 1 && n <= MAX_PARTS);

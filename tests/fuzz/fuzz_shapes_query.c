@@ -68,6 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st != SRV_OK) {
         FUZZ_CHECK(st == SRV_BAD_REQUEST && rank == 0);
         FUZZ_CHECK(fuzz_err_written(err, sizeof err));
+        FUZZ_CHECK(fuzz_err_json_ok(err));
     } else {
         FUZZ_CHECK(rank >= 1 && rank <= QUERY_MAX_DIMS);
         for (int i = 0; i < rank; i++)
@@ -105,6 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         } else {
             FUZZ_CHECK(fuzz_err_written(err, sizeof err));
+            FUZZ_CHECK(fuzz_err_json_ok(err));
             FUZZ_CHECK(bad >= -1 && bad < (int)m->n_layers);
         }
         free(out);

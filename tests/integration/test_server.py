@@ -32,6 +32,9 @@ import time
 import traceback
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import casefile  # noqa: E402 - the case files of the hostile table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -93,13 +96,13 @@ def short(b, n=300):
 # ---- the server process -----------------------------------------------------------------------
 
 class Server:
-    def __init__(self, binary, models, workdir, tag, extra=()):
+    def __init__(self, binary, models, workdir, tag, extra=(), env=None):
         self.log_path = os.path.join(workdir, "server-%s.log" % tag)
         self.log = open(self.log_path, "wb")
         args = [binary, "--models", models, "--port", "0", "--host", "127.0.0.1",
                 "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)] + list(extra)
         self.proc = subprocess.Popen(args, cwd=workdir, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+                                     stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.port = None
 
     def text(self):
@@ -1001,6 +1004,40 @@ class Suite:
             expect(st == 200, "%s: %d %s" % (name, st, short(b)))
             close_to(json.loads(b)["predictions"][0]["logits"], want, 1e-5, name)
 
+    def every_byte(self):
+        """Every byte value in the path (percent-encoded and raw), the query and a header value
+        comes back, where a message quotes it, in a body that is strict UTF-8 JSON: bytes that are
+        not UTF-8 are replaced (U+FFFD), control bytes escaped. Raw bytes that would end or split
+        the request line or a header line (NUL, CR, LF, space, tab) are left to the framing cases."""
+        framing = {0x00, 0x09, 0x0a, 0x0d, 0x20}
+        sent = 0
+        for b in range(256):
+            pct = "%%%02X" % b
+            reqs = [("GET", "/v2/models/x%sy/ready" % pct, [], 404),
+                    ("GET", "/v2/models/digits/shapes?input=1,1,8,x%s" % pct, [], 400),
+                    ("POST", INFER, [("Content-Type", "application/x" + chr(b) + "y")], 415)]
+            if b not in framing and b != ord("?") and b != ord("%") and b != ord("/") and b != ord("#"):
+                reqs.append(("GET", "/v2/models/x" + chr(b) + "y/ready", [], 404))
+                reqs.append(("GET", "/v2/models/digits/shapes?input=1,1,8,x" + chr(b), [], 400))
+            for method, path, hdrs, want in reqs:
+                if any(c in v for _, v in hdrs for c in "\x00\r\n"):
+                    continue
+                st, h, body = raw_request(self.port, method, path, hdrs, b"{}" if method == "POST"
+                                          else b"")
+                sent += 1
+                where = "%s %r (byte 0x%02x)" % (method, path if not hdrs else hdrs, b)
+                try:
+                    text = body.decode("utf-8", "strict")
+                except UnicodeDecodeError as e:
+                    raise AssertionError("%s: the answer is not UTF-8 (%s): %r" % (where, e, body[:120]))
+                expect(h.get("content-type", "").startswith("application/json"),
+                       "%s: Content-Type %r" % (where, h.get("content-type")))
+                obj = json.loads(text)
+                expect(isinstance(obj, dict) and isinstance(obj.get("error"), str),
+                       "%s: not {\"error\": ...}: %s" % (where, short(body)))
+                expect(st == want, "%s: status %d, expected %d (%s)" % (where, st, want, obj["error"]))
+        return "%d requests" % sent
+
     def alive_and_right(self):
         st, h, b = request(self.port, "GET", "/v2/health/ready")
         expect_eq(st, 200, "ready after the table")
@@ -1069,398 +1106,23 @@ class Suite:
 INFER = "/v2/models/digits/infer"
 JSON_CT = [("Content-Type", "application/json")]
 GOOD = [0.1] * 64
-BAD_JSON = r"^invalid JSON at line \d+, column \d+: .+"
-BAD_JSON_WITH = r"^invalid JSON at line \d+, column \d+: .*"  # + what the reason names
+CASES = os.path.join(HERE, "cases")
 
 
 def J(obj):
     return json.dumps(obj).encode()
 
 
-def row(name, method, path, status, error=None, error_re=None, headers=None, body=b"",
-        send_body=True, expect_headers=None):
-    """One hostile request. send_body=False sends only the headers (with the Content-Length
-    given): the answer must then come without the body, within a few seconds."""
-    if headers is None:
-        headers = JSON_CT if method in ("POST", "PUT") and path.endswith("/infer") else []
-    return dict(name=name, method=method, path=path, status=status, error=error, error_re=error_re,
-                headers=headers, body=body, send_body=send_body, expect_headers=expect_headers or {})
+def case_variables():
+    """What ${NAME} stands for in the case files: the models loaded and the main server's limits."""
+    return {"LOADED": LOADED, "MAX_BODY": DEFAULT_MAX_BODY, "MAX_PIXELS": DEFAULT_MAX_PIXELS,
+            "MAX_INPUT_PIXELS": DEFAULT_MAX_INPUT_PIXELS}
 
 
 def hostile_rows():
-    png3 = read_example("3.png")
-    garbage = bytes(range(7, 250)) * 3
-    bomb = png_gray(4, 4, declared=(100000, 100000))
-    big = png_gray(4, 4, declared=(5000, 5000))
-    mp_good, mp_hdr = multipart([png3])
-    b = "convserveBoundary7MA4YWxk"
-    mp_empty = ("--%s\r\nContent-Disposition: form-data; name=\"data\"; filename=\"e.png\"\r\n"
-                "Content-Type: image/png\r\n\r\n\r\n--%s--\r\n" % (b, b)).encode()
-    mp_garbage, _ = multipart([png3, garbage])
-    ihcl = lambda n: JSON_CT + [("Inference-Header-Content-Length", str(n))]  # noqa: E731
-    bin_head = J({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
-                              "parameters": {"binary_data_size": 256}}]})
-    bin_half = J({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
-                              "parameters": {"binary_data_size": 128}}]})
-    good = J(infer_body(GOOD, [1, 1, 8, 8]))
-    with_data = lambda data: J(infer_body(data, [1, 1, 8, 8]))  # noqa: E731
-    deep = (b'{"inputs":[{"name":"input","shape":[1,1,8,8],"datatype":"FP32","data":' +
-            b"[" * 5000 + b"]" * 5000 + b"}]}")
-    bad_utf8 = b'{"id":"ab\xff\xfecd",' + good[1:]
-    png_trunc = png3[:len(png3) // 2]
-    R = []
-    # -- JSON envelope
-    R.append(row("malformed JSON", "POST", INFER, 400, error_re=BAD_JSON, body=b'{"inputs": [}'))
-    R.append(row("truncated JSON", "POST", INFER, 400, error_re=BAD_JSON, body=good[:70]))
-    R.append(row("empty infer body", "POST", INFER, 400, error_re=BAD_JSON, body=b""))
-    R.append(row("top-level array", "POST", INFER, 400,
-                 "the request body must be a JSON object; got an array", body=b"[1, 2, 3]"))
-    R.append(row("top-level string", "POST", INFER, 400, error_re=BAD_JSON, body=b'"inputs"'))
-    R.append(row("duplicate key", "POST", INFER, 400, error_re=BAD_JSON_WITH + "duplicate",
-                 body=b'{"inputs": [], "inputs": []}'))
-    R.append(row("missing inputs", "POST", INFER, 400, '"inputs" is missing or not an array',
-                 body=b'{"id": "x"}'))
-    R.append(row("inputs not an array", "POST", INFER, 400, '"inputs" is missing or not an array',
-                 body=b'{"inputs": {"name": "input"}}'))
-    R.append(row("zero inputs", "POST", INFER, 400,
-                 '"inputs" has 0 entries; models here take exactly one input', body=b'{"inputs": []}'))
-    two = infer_body(GOOD, [1, 1, 8, 8])
-    two["inputs"].append(dict(two["inputs"][0], name="other"))
-    R.append(row("two inputs", "POST", INFER, 400,
-                 '"inputs" has 2 entries; models here take exactly one input', body=J(two)))
-    R.append(row("input not an object", "POST", INFER, 400,
-                 "inputs[0] is a number; expected an object", body=b'{"inputs": [7]}'))
-    R.append(row("id too long", "POST", INFER, 400, "id is 300 bytes; the limit is 255",
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], id="i" * 300))))
-    R.append(row("input name too long", "POST", INFER, 400, "inputs[0].name is too long",
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], name="n" * 200))))
-    R.append(row("id not a string", "POST", INFER, 400, "id is a number; expected a string",
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], id=5))))
-    R.append(row("layer_shapes not a boolean", "POST", INFER, 400,
-                 "parameters.layer_shapes is a string; expected true or false",
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], parameters={"layer_shapes": "yes"}))))
-    # -- shapes
-    R.append(row("wrong rank", "POST", INFER, 400,
-                 "input shape [1,8,8] has 3 dimensions; model 'digits' takes [-1,1,8,8] "
-                 "(-1: any size)", body=J(infer_body(GOOD, [1, 8, 8]))))
-    R.append(row("zero dim", "POST", INFER, 400, "inputs[0].shape[0] must be a positive integer",
-                 body=J(infer_body([], [0, 1, 8, 8]))))
-    R.append(row("negative dim", "POST", INFER, 400,
-                 "inputs[0].shape[1] must be a positive integer",
-                 body=J(infer_body(GOOD, [1, -1, 8, 8]))))
-    R.append(row("fractional dim", "POST", INFER, 400,
-                 "inputs[0].shape[0] must be a positive integer",
-                 body=J(infer_body(GOOD, [1.0, 1, 8, 8]))))
-    R.append(row("overflowing dims", "POST", INFER, 400, "inputs[0].shape has too many elements",
-                 body=J(infer_body(GOOD, [4294967296, 4294967296, 8, 8]))))
-    R.append(row("int64-max dims", "POST", INFER, 400, "inputs[0].shape has too many elements",
-                 body=J(infer_body(GOOD, [9223372036854775807, 9223372036854775807, 1, 1]))))
-    R.append(row("huge dims, little data", "POST", INFER, 400,
-                 "inputs[0].data has 64 elements; shape needs 64000000000",
-                 body=J(infer_body(GOOD, [1000000000, 1, 8, 8]))))
-    R.append(row("rank 9", "POST", INFER, 400,
-                 "inputs[0].shape has 9 dimensions; expected 1 to 8",
-                 body=J(infer_body(GOOD, [1] * 9))))
-    R.append(row("empty shape", "POST", INFER, 400,
-                 "inputs[0].shape has 0 dimensions; expected 1 to 8",
-                 body=J(infer_body(GOOD, []))))
-    # -- data
-    R.append(row("data too short", "POST", INFER, 400,
-                 "inputs[0].data has 63 elements; shape needs 64", body=with_data(GOOD[:63])))
-    R.append(row("data too long", "POST", INFER, 400,
-                 "inputs[0].data has 65 elements; shape needs 64", body=with_data(GOOD + [1])))
-    R.append(row("data missing", "POST", INFER, 400,
-                 'inputs[0] has neither "data" nor parameters.binary_data_size',
-                 body=b'{"inputs":[{"name":"input","shape":[1,1,8,8],"datatype":"FP32"}]}'))
-    R.append(row("string in FP32 data", "POST", INFER, 400,
-                 "inputs[0].data[5] is a string; expected a number",
-                 body=with_data(GOOD[:5] + ["0.5"] + GOOD[6:])))
-    R.append(row("null in FP32 data", "POST", INFER, 400,
-                 "inputs[0].data[0] is null; expected a number", body=with_data([None] + GOOD[1:])))
-    R.append(row("boolean in FP32 data", "POST", INFER, 400,
-                 "inputs[0].data[63] is a boolean; expected a number",
-                 body=with_data(GOOD[:63] + [True])))
-    R.append(row("NaN token", "POST", INFER, 400, error_re=BAD_JSON,
-                 body=with_data(GOOD).replace(b"0.1]", b"NaN]")))
-    R.append(row("Infinity token", "POST", INFER, 400, error_re=BAD_JSON,
-                 body=with_data(GOOD).replace(b"[0.1,", b"[-Infinity,", 1)))
-    R.append(row("number beyond double", "POST", INFER, 400, error_re=BAD_JSON_WITH + "overflow",
-                 body=with_data(GOOD).replace(b"[0.1,", b"[1e999,", 1)))
-    # A finite JSON number beyond float32 would become +inf; like an out-of-range integer it
-    # is refused rather than run (oneDNN's ReLU turns NaN into 0, so the answer would look
-    # plausible and be wrong).
-    R.append(row("FP32 value beyond float range", "POST", INFER, 400,
-                 error_re=r"^inputs\[0\]\.data\[0\] .*FP32",
-                 body=with_data([1e39] + GOOD[1:])))
-    nan_head = J({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
-                              "parameters": {"binary_data_size": 256}}]})
-    for label, val in (("NaN", float("nan")), ("Inf", float("inf"))):
-        R.append(row("binary FP32 %s" % label, "POST", INFER, 400,
-                     error_re=r"^inputs\[0\].*(?i:nan|inf|finite)",
-                     headers=ihcl(len(nan_head)),
-                     body=nan_head + struct.pack("<f", val) + struct.pack("<63f", *GOOD[1:]))
-                 )
-    R.append(row("nested 5000 deep", "POST", INFER, 400, error_re=BAD_JSON_WITH + "depth", body=deep))
-    R.append(row("nested wrong count", "POST", INFER, 400,
-                 "inputs[0].data: nesting level 3 has 7 entries; shape says 8",
-                 body=with_data([[[[0.0] * 7] * 8]])))
-    R.append(row("nested ragged", "POST", INFER, 400,
-                 "inputs[0].data: nesting level 3 is a number; shape has 4 dimensions and expects "
-                 "an array of 8 there", body=with_data([[[[0.0] * 8 for _ in range(7)] + [1.0]]])))
-    R.append(row("invalid UTF-8", "POST", INFER, 400, error_re=BAD_JSON_WITH + "(?i:utf-8|decode byte 0xff)",
-                 body=bad_utf8))
-    # -- datatypes and names
-    R.append(row("unknown datatype", "POST", INFER, 400,
-                 'inputs[0].datatype "FP8" is not a KServe v2 datatype; send FP32',
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], "FP8"))))
-    R.append(row("FP16", "POST", INFER, 400,
-                 "datatype FP16 is not supported; send FP32 (FP64 and integer types are converted)",
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], "FP16"))))
-    R.append(row("BOOL", "POST", INFER, 400,
-                 "datatype BOOL is not supported; send FP32 (FP64 and integer types are converted)",
-                 body=J(infer_body([True] * 64, [1, 1, 8, 8], "BOOL"))))
-    R.append(row("INT32 out of range", "POST", INFER, 400,
-                 "inputs[0].data[0] = 3000000000 is out of range for INT32",
-                 body=J(infer_body([3000000000] + [0] * 63, [1, 1, 8, 8], "INT32"))))
-    R.append(row("INT32 fraction", "POST", INFER, 400,
-                 "inputs[0].data[1] is a number; expected an integer",
-                 body=J(infer_body([0, 1.5] + [0] * 62, [1, 1, 8, 8], "INT32"))))
-    R.append(row("batch 65", "POST", INFER, 400,
-                 "batch size 65 exceeds max_batch_size 64 of model 'digits'; split the request",
-                 body=J(infer_body([0.0] * (65 * 64), [65, 1, 8, 8]))))
-    R.append(row("cnn_bn at 30x30", "POST", "/v2/models/cnn_bn/infer", 400,
-                 "layer 7 Linear 'fc.0' expects 36864 features, input [1,3,30,30] gives 43264",
-                 body=J(infer_body([0.0] * 2700, [1, 3, 30, 30]))))
-    R.append(row("mymodel too small", "POST", "/v2/models/mymodel/infer", 400,
-                 error_re=r"^layer 0 Conv2d 'conv_1' expects .*input \[1,3,2,2\]",
-                 body=J(infer_body([0.0] * 12, [1, 3, 2, 2]))))
-    R.append(row("unknown input name", "POST", INFER, 400,
-                 "unknown input 'image' for model 'digits'; its input is 'input'",
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], name="image"))))
-    R.append(row("unknown output name", "POST", INFER, 400,
-                 "unknown output 'probs' for model 'digits'; its output is 'logits'",
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], outputs=[{"name": "probs"}]))))
-    R.append(row("output without name", "POST", INFER, 400,
-                 'outputs[0] must be an object with a "name" string',
-                 body=J(infer_body(GOOD, [1, 1, 8, 8], outputs=[{"parameters": {}}]))))
-    # -- routing
-    R.append(row("unknown model", "POST", "/v2/models/nope/infer", 404,
-                 "model 'nope' is not loaded (loaded: %s)" % LOADED, body=good))
-    R.append(row("unknown model metadata", "GET", "/v2/models/nope", 404,
-                 "model 'nope' is not loaded (loaded: %s)" % LOADED))
-    R.append(row("unknown model predictions", "PUT", "/predictions/nope", 404,
-                 "model 'nope' is not loaded (loaded: %s)" % LOADED, body=png3))
-    R.append(row("unknown route", "GET", "/v3/models", 404, "no route for GET /v3/models"))
-    R.append(row("unknown model subroute", "GET", "/v2/models/digits/versions", 404,
-                 "no route for GET /v2/models/digits/versions"))
-    R.append(row("predictions subpath", "POST", "/predictions/digits/explain", 404,
-                 "no route for POST /predictions/digits/explain", body=png3))
-    R.append(row("GET on infer", "GET", INFER, 405,
-                 "method GET is not allowed on /v2/models/digits/infer; use POST",
-                 expect_headers={"allow": "POST"}))
-    R.append(row("PUT on infer", "PUT", INFER, 405,
-                 "method PUT is not allowed on /v2/models/digits/infer; use POST", body=good,
-                 expect_headers={"allow": "POST"}))
-    R.append(row("POST on ready", "POST", "/v2/health/ready", 405,
-                 "method POST is not allowed on /v2/health/ready; use GET", body=b"{}",
-                 headers=[], expect_headers={"allow": "GET"}))
-    R.append(row("HEAD on a GET route", "HEAD", "/v2/models/digits", 200))
-    R.append(row("HEAD on infer", "HEAD", INFER, 405,
-                 "method HEAD is not allowed on /v2/models/digits/infer; use POST",
-                 expect_headers={"allow": "POST"}))
-    R.append(row("OPTIONS without --cors-origin", "OPTIONS", "/v2/models/digits", 405,
-                 "method OPTIONS is not allowed on /v2/models/digits; use GET",
-                 expect_headers={"allow": "GET"}))
-    R.append(row("DELETE on predictions", "DELETE", "/predictions/digits", 405,
-                 "method DELETE is not allowed on /predictions/digits; use POST, PUT",
-                 expect_headers={"allow": "POST, PUT"}))
-    # A method name that is a substring of an allowed one is still another method.
-    R.append(row("method OST on infer", "OST", INFER, 405,
-                 "method OST is not allowed on /v2/models/digits/infer; use POST", body=good,
-                 expect_headers={"allow": "POST"}))
-    R.append(row("method POS on predictions", "POS", "/predictions/digits", 405,
-                 "method POS is not allowed on /predictions/digits; use POST, PUT", body=png3,
-                 expect_headers={"allow": "POST, PUT"}))
-    # -- body limit, from Content-Length alone (the body is never sent)
-    R.append(row("Content-Length over the limit", "POST", INFER, 413,
-                 "request body is 100000000 bytes; the limit is %d" % DEFAULT_MAX_BODY,
-                 headers=JSON_CT + [("Content-Length", "100000000")], body=b"{}",
-                 send_body=False))
-    R.append(row("Content-Length over the limit (image)", "PUT", "/predictions/digits", 413,
-                 "request body is 67108865 bytes; the limit is %d" % DEFAULT_MAX_BODY,
-                 headers=[("Content-Length", str(DEFAULT_MAX_BODY + 1))], body=png3,
-                 send_body=False))
-    # Any error for a request that announces a body over the limit is answered at once: the
-    # server must not wait for (and discard) up to gigabytes first.
-    R.append(row("unknown model, Content-Length over the limit", "POST", "/v2/models/nope/infer",
-                 404, "model 'nope' is not loaded (loaded: %s)" % LOADED,
-                 headers=JSON_CT + [("Content-Length", "100000000")], body=b"{}",
-                 send_body=False))
-    R.append(row("wrong method, Content-Length over the limit", "PUT", INFER, 405,
-                 "method PUT is not allowed on /v2/models/digits/infer; use POST",
-                 headers=JSON_CT + [("Content-Length", "100000000")], body=b"{}",
-                 send_body=False, expect_headers={"allow": "POST"}))
-    R.append(row("text/plain, Content-Length over the limit", "POST", INFER, 413,
-                 "request body is 100000000 bytes; the limit is %d" % DEFAULT_MAX_BODY,
-                 headers=[("Content-Type", "text/plain"), ("Content-Length", "100000000")],
-                 body=b"{}", send_body=False))
-    # -- binary extension
-    R.append(row("IHCL beyond the body", "POST", INFER, 400,
-                 "Inference-Header-Content-Length is 1000; the body has only %d bytes" % len(good),
-                 headers=ihcl(1000), body=good))
-    R.append(row("IHCL not a number", "POST", INFER, 400,
-                 "Inference-Header-Content-Length 'ten' is not a byte count within the body limit",
-                 headers=ihcl("ten"), body=good))
-    R.append(row("IHCL negative", "POST", INFER, 400,
-                 "Inference-Header-Content-Length '-5' is not a byte count within the body limit",
-                 headers=ihcl("-5"), body=good))
-    R.append(row("binary_data_size vs body", "POST", INFER, 400,
-                 "inputs[0].parameters.binary_data_size is 256; the body has 100 bytes after the "
-                 "JSON header", headers=ihcl(len(bin_head)), body=bin_head + b"\0" * 100))
-    R.append(row("binary_data_size vs shape", "POST", INFER, 400,
-                 "inputs[0].parameters.binary_data_size is 128; shape needs 64 elements of FP32 = "
-                 "256 bytes", headers=ihcl(len(bin_half)), body=bin_half + b"\0" * 128))
-    R.append(row("binary_data_size without IHCL", "POST", INFER, 400,
-                 "inputs[0] has binary_data_size but the request has no "
-                 "Inference-Header-Content-Length header", body=bin_head))
-    R.append(row("binary_data_size not an integer", "POST", INFER, 400,
-                 "inputs[0].parameters.binary_data_size must be a non-negative integer",
-                 headers=ihcl(len(bin_head.replace(b"256", b"-25"))),
-                 body=bin_head.replace(b"256", b"-25") + b"\0" * 16))
-    R.append(row("data and binary_data_size", "POST", INFER, 400,
-                 'inputs[0] has both "data" and parameters.binary_data_size',
-                 body=J({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
-                                     "data": GOOD, "parameters": {"binary_data_size": 256}}]})))
-    R.append(row("bytes after JSON without binary input", "POST", INFER, 400,
-                 "the body has 10 bytes after the JSON header but no input has binary_data_size",
-                 headers=ihcl(len(good)), body=good + b"0123456789"))
-    # -- content types
-    R.append(row("text/plain to infer", "POST", INFER, 415,
-                 "Content-Type 'text/plain' is not supported here; send application/json (or "
-                 "application/octet-stream with Inference-Header-Content-Length)",
-                 headers=[("Content-Type", "text/plain")], body=good))
-    R.append(row("application/json to predictions", "POST", "/predictions/digits", 415,
-                 "Content-Type 'application/json' is not an image; send an image (PNG, JPEG, BMP, "
-                 "GIF, PNM) or multipart/form-data",
-                 headers=[("Content-Type", "application/json")], body=good))
-    # -- BYTES
-    R.append(row("BYTES bad base64", "POST", INFER, 400, "inputs[0].data[0] is not valid base64",
-                 body=J(infer_body(["not base64!"], [1], "BYTES"))))
-    R.append(row("BYTES garbage image", "POST", INFER, 400, error_re=r"^cannot decode image: .+",
-                 body=J(infer_body([base64.b64encode(garbage).decode()], [1], "BYTES"))))
-    R.append(row("BYTES number", "POST", INFER, 400,
-                 "inputs[0].data[0] is a number; a BYTES input holds base64 strings",
-                 body=J(infer_body([1], [1], "BYTES"))))
-    R.append(row("BYTES rank 3", "POST", INFER, 400,
-                 "a BYTES input of images has shape [N] or [N,1]; got 3 dimensions",
-                 body=J(infer_body([base64.b64encode(png3).decode()], [1, 1, 1], "BYTES"))))
-    bin_bytes = lambda n, payload: J({"inputs": [{  # noqa: E731
-        "name": "input", "shape": [n], "datatype": "BYTES",
-        "parameters": {"binary_data_size": len(payload)}}]})
-    p1 = struct.pack("<I", 1000) + b"x" * 10
-    R.append(row("binary BYTES length past the end", "POST", INFER, 400,
-                 "inputs[0] binary BYTES element 0 claims 1000 bytes; 10 remain",
-                 headers=ihcl(len(bin_bytes(1, p1))), body=bin_bytes(1, p1) + p1))
-    p2 = struct.pack("<I", len(png3)) + png3
-    R.append(row("binary BYTES count vs shape", "POST", INFER, 400,
-                 "inputs[0] binary data holds 1 BYTES elements; shape needs 2",
-                 headers=ihcl(len(bin_bytes(2, p2))), body=bin_bytes(2, p2) + p2))
-    # -- images
-    R.append(row("short binary PGM", "PUT", "/predictions/digits", 400,
-                 "cannot decode image: the PNM pixel data is 10 bytes, expected 64",
-                 body=b"P5\n8 8\n255\n" + b"\x80" * 10))
-    R.append(row("garbage image", "PUT", "/predictions/digits", 400,
-                 error_re=r"^cannot decode image: .+", body=garbage))
-    R.append(row("truncated PNG", "PUT", "/predictions/digits", 400,
-                 error_re=r"^cannot decode image: .+", body=png_trunc))
-    R.append(row("PNG bomb 100000x100000", "PUT", "/predictions/digits", 413,
-                 "image is 100000x100000 = 10000000000 pixels; the limit is %d" % DEFAULT_MAX_PIXELS,
-                 body=bomb))
-    R.append(row("PNG 5000x5000", "PUT", "/predictions/digits", 413,
-                 "image is 5000x5000 = 25000000 pixels; the limit is %d" % DEFAULT_MAX_PIXELS,
-                 body=big))
-    jpeg_bomb = (b"\xff\xd8\xff\xc0" + struct.pack(">HBHHB", 11, 8, 65000, 65000, 1) +
-                 b"\x01\x11\x00\xff\xd9")
-    R.append(row("JPEG bomb 65000x65000", "PUT", "/predictions/digits", 413,
-                 "image is 65000x65000 = 4225000000 pixels; the limit is %d" % DEFAULT_MAX_PIXELS,
-                 body=jpeg_bomb))
-    bmp_bomb = (b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) +
-                struct.pack("<IiiHHIIiiII", 40, 30000, 30000, 1, 24, 0, 0, 2835, 2835, 0, 0))
-    R.append(row("BMP bomb 30000x30000", "PUT", "/predictions/digits", 413,
-                 "image is 30000x30000 = 900000000 pixels; the limit is %d" % DEFAULT_MAX_PIXELS,
-                 body=bmp_bomb))
-    gif_bomb = (b"GIF89a" + struct.pack("<HH", 60000, 60000) + b"\0\0\0\x2c" +
-                struct.pack("<HHHH", 0, 0, 60000, 60000) + b"\0\x02\x02\x44\x01\0\x3b")
-    R.append(row("GIF bomb 60000x60000", "PUT", "/predictions/digits", 413,
-                 "image is 60000x60000 = 3600000000 pixels; the limit is %d" % DEFAULT_MAX_PIXELS,
-                 body=gif_bomb))
-    R.append(row("PGM bomb 60000x60000", "PUT", "/predictions/digits", 413,
-                 "image is 60000x60000 = 3600000000 pixels; the limit is %d" % DEFAULT_MAX_PIXELS,
-                 body=b"P5\n60000 60000\n255\n" + b"\0" * 100))
-    R.append(row("40 images over max_batch_size 32", "POST", "/predictions/cnn_basic", 400,
-                 "40 images exceed max_batch_size 32 of model 'cnn_basic'; split the request",
-                 headers=list(mp_hdr.items()), body=multipart([png3] * 40)[0]))
-    R.append(row("empty body to predictions", "PUT", "/predictions/digits", 400,
-                 "the body is empty; send an image (curl -T digit.png ...)", body=b""))
-    R.append(row("top=0", "PUT", "/predictions/digits?top=0", 400,
-                 "top '0' must be a positive integer", body=png3))
-    R.append(row("top=abc", "PUT", "/predictions/digits?top=abc", 400,
-                 "top 'abc' must be a positive integer", body=png3))
-    R.append(row("image into a free-size model", "PUT", "/predictions/mymodel", 400,
-                 "model 'mymodel' accepts any height and width and has no preprocess.resize, so "
-                 "images cannot be sized for it; send a tensor", body=png3))
-    # -- multipart
-    R.append(row("multipart without boundary", "POST", "/predictions/digits", 400,
-                 "multipart Content-Type has no boundary parameter",
-                 headers=[("Content-Type", "multipart/form-data")], body=mp_good))
-    R.append(row("multipart with an empty part", "POST", "/predictions/digits", 400,
-                 error_re=r"^multipart part \d is empty; each part must hold an image$",
-                 headers=list(mp_hdr.items()), body=mp_empty))
-    R.append(row("multipart empty boundary", "POST", "/predictions/digits", 400,
-                 "multipart boundary must be 1 to 70 characters long, got 0",
-                 headers=[("Content-Type", "multipart/form-data; boundary=")], body=mp_good))
-    R.append(row("multipart two boundaries", "POST", "/predictions/digits", 400,
-                 "multipart Content-Type has more than one boundary parameter",
-                 headers=[("Content-Type", "multipart/form-data; boundary=%s; boundary=x" % b)],
-                 body=mp_good))
-    R.append(row("multipart/mixed", "POST", "/predictions/digits", 415,
-                 "expected Content-Type multipart/form-data, got 'multipart/mixed'",
-                 headers=[("Content-Type", "multipart/mixed; boundary=" + b)], body=mp_good))
-    R.append(row("multipart without closing boundary", "POST", "/predictions/digits", 400,
-                 "multipart body has no closing boundary", headers=list(mp_hdr.items()),
-                 body=mp_good[:-len(b) - 8]))
-    mp65, _ = multipart([png3] * 65)
-    R.append(row("multipart with 65 images", "POST", "/predictions/digits", 400,
-                 "multipart body has more than 64 parts", headers=list(mp_hdr.items()), body=mp65))
-    R.append(row("multipart with no parts", "POST", "/predictions/digits", 400,
-                 "multipart body has no parts", headers=list(mp_hdr.items()),
-                 body=("--%s--\r\n" % b).encode()))
-    R.append(row("multipart second image garbage", "POST", "/predictions/digits", 400,
-                 error_re=r"^image 2 of 2: cannot decode image: .+", headers=list(mp_hdr.items()),
-                 body=mp_garbage))
-    # -- shapes queries
-    R.append(row("shapes without input", "GET", "/v2/models/digits/shapes", 400,
-                 "query parameter 'input' is missing; e.g. ?input=1,3,28,28"))
-    R.append(row("shapes input not numbers", "GET", "/v2/models/digits/shapes?input=a,b", 400,
-                 "input 'a,b' must be positive integers separated by commas, e.g. "
-                 "input=1,3,28,28"))
-    R.append(row("shapes trailing comma", "GET", "/v2/models/digits/shapes?input=1,1,8,", 400,
-                 "input '1,1,8,' ends with a comma"))
-    R.append(row("shapes zero", "GET", "/v2/models/digits/shapes?input=1,0,8,8", 400,
-                 "input '1,0,8,8' must be positive integers separated by commas, e.g. "
-                 "input=1,3,28,28"))
-    R.append(row("shapes overflow", "GET",
-                 "/v2/models/digits/shapes?input=99999999999999999999,1,8,8", 400,
-                 "input '99999999999999999999,1,8,8' must be positive integers separated by "
-                 "commas, e.g. input=1,3,28,28"))
-    R.append(row("shapes wrong rank", "GET", "/v2/models/digits/shapes?input=1,8,8", 400,
-                 "input shape [1,8,8] has 3 dimensions; model 'digits' takes [-1,1,8,8] "
-                 "(-1: any size)"))
-    R.append(row("shapes over the pixel limit", "GET",
-                 "/v2/models/mymodel/shapes?input=1,3,100000,100000", 400,
-                 "input height x width 100000 x 100000 exceeds the limit of %d values "
-                 "(--max-input-pixels)" % DEFAULT_MAX_INPUT_PIXELS))
-    return R
+    """The hostile requests of tests/integration/cases/*.cases (format: casefile.py), each with
+    the exact answer the main server must give."""
+    return casefile.load(CASES, case_variables())
 
 
 def run_row(port, r):
@@ -1640,39 +1302,40 @@ def limits_checks(run, port, expected):
               queue_full)
 
 
-def stop_under_load(srv, port):
-    """SIGTERM while requests are in flight: those the server took finish with 200, and it exits
-    0 within the grace period. Two clients have sent their headers and half their body when
-    SIGTERM comes, and the rest 100 ms later: they are in flight for certain and must get 200.
-    Eight more send requests in a loop; whether one sent just before the signal counts as taken
-    depends on when the server read it, so those may also get 503 "the server is not ready" or
-    find the connection refused, but nothing else."""
-    x = [((i * 31) % 17) / 17.0 for i in range(8 * 3 * 28 * 28)]
-    body = json.dumps(infer_body(x, [8, 3, 28, 28])).encode()
-    head = ("POST /v2/models/cnn_basic/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)).encode()
-    results = []
-    slow_results = []
-    lock = threading.Lock()
-    stop = threading.Event()
-    termed = threading.Event()
+NOT_READY = {"error": "the server is not ready"}
 
-    def worker():
+
+def stop_under_load(srv, port, path, body, check, loops=8, warm=8, warm_timeout=10):
+    """SIGTERM while requests are in flight: those the server took finish with 200, and it exits.
+    `loops` clients post `body` to `path` in a loop; two more have sent their headers and half
+    their body when SIGTERM comes, and the rest 100 ms later: they are in flight for certain and
+    must get 200. SIGTERM comes once `warm` answers are in (or after warm_timeout seconds).
+    Whether a loop request sent just before the signal counts as taken depends on when the server
+    read it, so those may also get 503 "the server is not ready" or find the connection refused,
+    but nothing else. Every 200 answer goes through check(answer as JSON). Returns rc (the exit
+    code, None on a timeout), seconds (from SIGTERM to exit) and the counts of answers; raises on
+    any wrong answer. The caller judges the exit code."""
+    head = ("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, len(body))).encode()
+    results, slow_results, lock = [], [], threading.Lock()
+    stop, termed = threading.Event(), threading.Event()
+
+    def loop():
         while not stop.is_set():
             t0 = time.monotonic()
             try:
-                st, h, b = request(port, "POST", "/v2/models/cnn_basic/infer", body,
-                                   {"Content-Type": "application/json"}, timeout=30)
+                st, h, b = request(port, "POST", path, body,
+                                   {"Content-Type": "application/json"}, timeout=60)
             except (OSError, http.client.HTTPException) as e:
                 with lock:
-                    results.append(("closed", type(e).__name__, t0))
+                    results.append(("closed", type(e).__name__, t0, termed.is_set()))
                 return
             with lock:
-                results.append((st, b, t0))
+                results.append((st, b, t0, termed.is_set()))
 
     def slow(sock):
         try:
-            termed.wait(30)
+            termed.wait(60)
             time.sleep(0.1)
             sock.sendall(body[len(body) // 2:])
             buf = b""
@@ -1692,15 +1355,15 @@ def stop_under_load(srv, port):
 
     socks = []
     for _ in range(2):
-        sk = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sk = socket.create_connection(("127.0.0.1", port), timeout=60)
         sk.sendall(head + body[:len(body) // 2])
         socks.append(sk)
-    ts = [threading.Thread(target=worker) for _ in range(8)]
+    ts = [threading.Thread(target=loop) for _ in range(loops)]
     ts += [threading.Thread(target=slow, args=(sk,)) for sk in socks]
     for t in ts:
         t.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and sum(1 for r in results if r[0] == 200) < 8:
+    deadline = time.monotonic() + warm_timeout
+    while time.monotonic() < deadline and sum(1 for r in results if r[0] == 200) < warm:
         time.sleep(0.01)
     t_term = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
@@ -1709,28 +1372,41 @@ def stop_under_load(srv, port):
     dt = time.monotonic() - t_term
     stop.set()
     for t in ts:
-        t.join(30)
-    expect(rc == 0, "exit code %r after SIGTERM" % rc)
-    expect(dt < SHUTDOWN_TIMEOUT + 2, "took %.1fs to stop" % dt)
-    expect_eq(len(slow_results), 2, "answers to the two slow clients")
+        t.join(60)
+    expect_eq(len(slow_results), 2, "answers to the two clients with half a body at SIGTERM")
     for st, b in slow_results:
         expect(st == 200, "a client with half its body sent at SIGTERM (the rest 100 ms later) "
                "got %d: %s" % (st, short(b)))
-        expect_eq(json.loads(b)["outputs"][0]["shape"], [8, 5], "shape during shutdown")
-    answered = [r for r in results if r[0] != "closed"]
-    late = 0
-    for st, b, t0 in answered:
-        if st == 503 and json.loads(b) == {"error": "the server is not ready"} and t0 > t_term - 1:
+        check(json.loads(b))
+    late = closed = 0
+    for st, b, t0, after in results:
+        if st == "closed":
+            expect(after, "a connection failed before SIGTERM: %s" % b)
+            closed += 1
+        elif st == 503 and json.loads(b) == NOT_READY and t0 > t_term - 1:
             late += 1
-            continue
-        expect(st == 200, "a request sent %.1f ms before SIGTERM got %d: %s" % (
-            (t_term - t0) * 1e3, st, short(b)))
-        expect_eq(json.loads(b)["outputs"][0]["shape"], [8, 5], "shape during shutdown")
+        else:
+            expect(st == 200, "a request sent %.1f ms before SIGTERM got %d: %s" % (
+                (t_term - t0) * 1e3, st, short(b)))
+            check(json.loads(b))
+    return {"rc": rc, "seconds": dt, "answered": len(results) - closed + len(slow_results),
+            "late": late, "closed": closed}
+
+
+def stop_main_under_load(srv, port):
+    """The main server stopped under a load of cnn_basic batches of 8."""
+    x = [((i * 31) % 17) / 17.0 for i in range(8 * 3 * 28 * 28)]
+    body = json.dumps(infer_body(x, [8, 3, 28, 28])).encode()
+
+    def check(answer):
+        expect_eq(answer["outputs"][0]["shape"], [8, 5], "shape during shutdown")
+    r = stop_under_load(srv, port, "/v2/models/cnn_basic/infer", body, check)
+    expect(r["rc"] == 0, "exit code %r after SIGTERM" % r["rc"])
+    expect(r["seconds"] < SHUTDOWN_TIMEOUT + 2, "took %.1fs to stop" % r["seconds"])
     text = srv.text()
     expect("SIGTERM received" in text and "stopped" in text, "no shutdown lines in the log")
-    return "%d + %d answered, %d of them 503 as read after the signal, %d refused or closed, " \
-        "stopped in %.2fs" % (len(answered), len(slow_results), late,
-                              len(results) - len(answered), dt)
+    return "%d answered, %d of them 503 as read after the signal, %d refused or closed, " \
+        "stopped in %.2fs" % (r["answered"], r["late"], r["closed"], r["seconds"])
 
 
 # ---- broken model repositories ----------------------------------------------------------------
@@ -1801,6 +1477,88 @@ def broken_repos(run, binary, models, workdir):
               re.escape(d))
 
 
+# ---- a hostile environment (tests/integration/fault_shim.c) -----------------------------------
+
+def shim_env(shim, **faults):
+    """The environment that preloads the fault shim with the given CONVSERVE_SHIM_* faults. A
+    sanitizer build checks that its runtime is loaded first; the shim comes before it on purpose."""
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = shim
+    for k, v in faults.items():
+        env["CONVSERVE_SHIM_" + k] = str(v)
+    env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
+    return env
+
+
+def strdup_fails(binary, models, workdir, shim):
+    """Out of memory while listing the model repository: a clear error and exit 1, not a crash."""
+    p = subprocess.run([binary, "--models", models, "--port", "0"], cwd=workdir,
+                       env=shim_env(shim, STRDUP_FAIL=1), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    err = p.stderr.decode("utf-8", "replace")
+    expect_eq(p.returncode, 1, "exit code (stderr: %s)" % short(err, 600))
+    expect(re.search(r" error out of memory listing the model repository '[^']+'$", err, re.M),
+           "stderr: %s" % short(err, 600))
+
+
+def clock_step_checks(run, binary, models, workdir, shim):
+    """The wall clock a day ahead of the monotonic one, as after a clock step: batching deadlines
+    and the slow-client guard run on the monotonic clock, so nothing waits for the wall clock."""
+    timeout = 2
+    srv = Server(binary, models, workdir, "clock", [
+        "--connection-timeout", str(timeout), "--max-queue-delay-us", "20000"],
+        env=shim_env(shim, REALTIME_SHIFT_S=86400))
+    try:
+        port = run.check("clock-step server (wall clock +1 day) starts", srv.wait_ready)
+        if port is None:
+            return
+
+        def batch_deadline():
+            t0 = time.monotonic()
+            st, h, b = request(port, "POST", INFER, json.dumps(infer_body(GOOD, [1, 1, 8, 8])),
+                               {"Content-Type": "application/json"}, timeout=5)
+            dt = time.monotonic() - t0
+            expect(st == 200, "status %d: %s" % (st, short(b)))
+            expect(dt < 1.0, "a lone request waited %.2f s for its 20 ms batching delay" % dt)
+            return "answered in %.0f ms" % (dt * 1e3)
+
+        def slow_client_reaped():
+            sk = socket.create_connection(("127.0.0.1", port), timeout=10)
+            t0 = time.monotonic()
+            head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+            closed_after = None
+            try:
+                for i in range(len(head)):
+                    sk.sendall(head[i:i + 1])
+                    time.sleep(0.25)
+                    if time.monotonic() - t0 > timeout + 3:
+                        break
+            except OSError:
+                closed_after = time.monotonic() - t0
+            if closed_after is None:
+                sk.settimeout(timeout + 3)
+                try:
+                    data = sk.recv(100)
+                    expect(data == b"", "the slow client got an answer: %r" % data[:100])
+                except OSError:
+                    pass
+                closed_after = time.monotonic() - t0
+            sk.close()
+            expect(closed_after < timeout + 2, "a client sending a byte every 250 ms was closed "
+                   "after %.1f s; --connection-timeout is %d s" % (closed_after, timeout))
+            return "closed after %.1f s" % closed_after
+        run.check("clock step: a lone request gets its batch on time", batch_deadline)
+        run.check("clock step: the slow-client guard closes a trickling client on time",
+                  slow_client_reaped)
+
+        def stop_check():
+            rc, dt = srv.stop()
+            expect(rc == 0, "exit code %r after SIGTERM (%.1fs)" % (rc, dt))
+        run.check("clock-step server: SIGTERM -> exit 0", stop_check)
+    finally:
+        srv.kill()
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 # What libmicrohttpd itself prints (not through the server's logger) when a client hangs up
@@ -1822,6 +1580,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "convserve"))
     ap.add_argument("--models", default=os.path.join(ROOT, "config", "models"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
+    ap.add_argument("--shim", default=os.path.join(ROOT, "build", "tests", "libfault_shim.so"),
+                    help="tests/integration/fault_shim.c built as a shared library")
     args = ap.parse_args()
     binary = os.path.abspath(args.binary)
     models = os.path.abspath(args.models)
@@ -1887,11 +1647,13 @@ def main():
             for rnd in (1, 2):
                 for r in rows:
                     run.check("hostile %d/%d: %s" % (rnd, len(rows), r["name"]), run_row, port, r)
+            run.check("every byte value in path, query and headers: strict UTF-8 JSON answers",
+                      s.every_byte)
             run.check("alive and right after the hostile table", s.alive_and_right)
             run.check("concurrency again after the table", s.concurrency, 32, 2)
 
             run.check("main server: SIGTERM under load -> in-flight requests finish, exit 0",
-                      stop_under_load, srv, port)
+                      stop_main_under_load, srv, port)
         srv.stop()
         run.check("main server: log has no errors or sanitizer reports", check_log, srv.text())
 
@@ -1911,6 +1673,10 @@ def main():
         run.check("limits server: log has no errors or sanitizer reports", check_log, lim.text())
 
         broken_repos(run, binary, models, workdir)
+        shim = os.path.abspath(args.shim)
+        run.check("strdup failing at startup -> 'out of memory', exit 1", strdup_fails, binary,
+                  models, workdir, shim)
+        clock_step_checks(run, binary, models, workdir, shim)
     except Exception:  # noqa: BLE001 - a crash of the harness itself still ends with the summary
         run.failed += 1
         print("FAIL  the test harness itself:\n%s" % traceback.format_exc(), flush=True)

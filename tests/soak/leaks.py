@@ -28,7 +28,6 @@ methods and its table of hostile requests), run here many times and concurrently
 Prints one line per failure, a summary, and exits 1 on any failure.
 """
 import argparse
-import http.client
 import json
 import os
 import queue
@@ -55,7 +54,6 @@ MODELS = ("digits", "flatten_linear", "mymodel")
 INFER = "/v2/models/digits/infer"
 MAX_QUEUE = 8
 QUEUE_FULL = "the queue of this model is full (%d requests waiting)" % MAX_QUEUE
-NOT_READY = {"error": "the server is not ready"}
 VALGRIND_OPTS = ["--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
                  "--show-leak-kinds=definite,indirect", "--error-exitcode=99", "--num-callers=40",
                  "--gen-suppressions=all", "--track-fds=yes", "-s"]
@@ -222,73 +220,6 @@ def mymodel_shapes(port, rnd):
     x = [((i * 7) % 11) / 11.0 for i in range(3 * h * w)]
     r = ts.post_json(port, "/v2/models/mymodel/infer", ts.infer_body(x, [1, 3, h, w]))
     ts.expect_eq(r["outputs"][0]["shape"], [1, 64, h - 4, w - 4], "mymodel output shape")
-
-
-def stop_with_requests_in_flight(srv, port):
-    """SIGTERM while digits requests run in a loop and two clients have sent half a body: those
-    get 200 once they send the rest; the loop gets 200, or 503 'not ready' / a refused connection
-    after the signal. The server exits (the exit code is checked by the caller)."""
-    body = ts.read_example("infer_3.json")
-    head = ("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json"
-            "\r\nContent-Length: %d\r\n\r\n" % (INFER, len(body))).encode()
-    stop, termed = threading.Event(), threading.Event()
-    bad, lock = [], threading.Lock()
-    answered = [0]
-
-    def loop():
-        while not stop.is_set():
-            try:
-                st, h, b = ts.request(port, "POST", INFER, body,
-                                      {"Content-Type": "application/json"}, timeout=60)
-            except (OSError, http.client.HTTPException):
-                if not termed.is_set():
-                    with lock:
-                        bad.append("a connection failed before SIGTERM")
-                return
-            with lock:
-                answered[0] += 1
-                if st != 200 and not (st == 503 and termed.is_set() and
-                                      json.loads(b) == NOT_READY):
-                    bad.append("loop: %d %s" % (st, ts.short(b)))
-
-    def half(sock):
-        try:
-            termed.wait(60)
-            time.sleep(0.1)
-            sock.sendall(body[len(body) // 2:])
-            buf = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-            if not buf.startswith(b"HTTP/1.1 200"):
-                with lock:
-                    bad.append("half-sent body at SIGTERM: %s" % ts.short(buf))
-        except OSError as e:
-            with lock:
-                bad.append("half-sent body at SIGTERM: %s" % e)
-        finally:
-            sock.close()
-
-    socks = []
-    for _ in range(2):
-        s = socket.create_connection(("127.0.0.1", port), timeout=60)
-        s.sendall(head + body[:len(body) // 2])
-        socks.append(s)
-    th = [threading.Thread(target=loop) for _ in range(3)]
-    th += [threading.Thread(target=half, args=(s,)) for s in socks]
-    for t in th:
-        t.start()
-    time.sleep(1.0)
-    srv.proc.send_signal(signal.SIGTERM)
-    termed.set()
-    rc, dt = srv.stop(signalled=True)
-    stop.set()
-    for t in th:
-        t.join(60)
-    ts.expect(not bad, "%d bad answers, first: %s" % (len(bad), bad[:3]))
-    return rc, dt, answered[0]
 
 
 # ---- the leak checkers ------------------------------------------------------------------------
@@ -507,9 +438,13 @@ def main():
             left_idle(port, held)
 
         def shutdown():
-            figures["stop"] = stop_with_requests_in_flight(srv, port)
+            def check(answer):
+                ts.close_to(answer["outputs"][0]["data"], EXPECTED["3.png"]["logits"], 1e-4,
+                            "answer during shutdown")
+            figures["stop"] = ts.stop_under_load(srv, port, INFER, ts.read_example("infer_3.json"),
+                                                 check, loops=3, warm=3, warm_timeout=30)
         tally.run("SIGTERM with requests in flight", shutdown)
-        rc = figures.get("stop", (srv.proc.poll(),))[0]
+        rc = figures["stop"]["rc"] if "stop" in figures else srv.proc.poll()
     except Exception as e:  # noqa: BLE001 - the harness itself: still report
         tally.failures.append(("the harness", "%s: %s\n%s" % (type(e).__name__, e,
                                                             traceback.format_exc())))
@@ -560,7 +495,8 @@ def main():
                         {k: v for k, v in sorted(figures.get("codes", {}).items()) if k != "0"},
                         figures.get("codes", {}).get("0", 0), figures.get("skipped", 0),
                         {k: v for k, v in sorted(tally.extra.items())},
-                        figures.get("stop", (0, 0, 0))[2], figures.get("stop", (0, 0, 0))[1]),
+                        figures.get("stop", {}).get("answered", 0),
+                        figures.get("stop", {}).get("seconds", 0)),
                     req - figures.get("codes", {}).get("0", 0) >= args.min_requests))
     print("==== leaks summary (%s, %.0f s in all) ====" % (args.mode,
                                                           time.monotonic() - t_start))

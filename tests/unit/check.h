@@ -64,10 +64,15 @@ static int check_count;
         }                                                                                          \
     } while (0)
 
-/* Ends main(): prints "N passed, M failed" and returns the exit code. */
+/* Ends main(): prints "N passed, M failed" and returns the exit code. A suite that ran no check
+ * at all fails too: it tested nothing, which is never what its author meant. */
 static inline int check_report(const char *suite)
 {
     printf("%s: %d passed, %d failed\n", suite, check_count - check_failures, check_failures);
+    if (check_count == 0) {
+        fprintf(stderr, "%s: no check ran\n", suite);
+        return 1;
+    }
     return check_failures ? 1 : 0;
 }
 

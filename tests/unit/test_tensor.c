@@ -1,7 +1,9 @@
 /* test_tensor.c - KServe v2 request decoding: the scanner's fast path against the jansson path. */
 #include "check.h"
+#include "half.h"
 #include "tensor.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -112,11 +114,35 @@ static void test_prefixes(void)
     CHECK(v[2] == 30.0f && v[3] == -4.0f);
 }
 
+/* Every one of the 65,536 half values against the arithmetic definition of binary16:
+ * (-1)^s * 2^(e-15) * 1.m, or 2^-14 * 0.m for subnormals. */
+static void test_half_all(void)
+{
+    int bad = 0;
+    for (uint32_t h = 0; h <= UINT16_MAX; h++) {
+        int e = (int)(h >> 10) & 0x1f, m = (int)h & 0x3ff;
+        float want;
+        if (e == 0)
+            want = ldexpf((float)m, -24);
+        else if (e == 31)
+            want = m ? NAN : INFINITY;
+        else
+            want = ldexpf((float)(m | 0x400), e - 25);
+        if (h & 0x8000)
+            want = -want;
+        float got = half_to_float((uint16_t)h);
+        bool same = isnan(want) ? isnan(got) : (got == want && signbit(got) == signbit(want));
+        bad += !same;
+    }
+    CHECK_INT(bad, 0);
+}
+
 int main(void)
 {
     test_values();
     test_nested_equals_flat();
     test_errors();
     test_prefixes();
+    test_half_all();
     return check_report("tensor");
 }

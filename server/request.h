@@ -1,0 +1,124 @@
+/* request.h - one HTTP request from its first byte to its answer: the one object that owns it.
+ *
+ * The daemon (http.c) creates a request when a request line arrives and destroys it when
+ * libmicrohttpd reports the request completed; request_destroy() is the only place anything a
+ * request holds is released. In between, a request moves through these states:
+ *
+ *     RECEIVING --> DECODING --> QUEUED --> DONE --> ANSWERING
+ *         |  (MHD thread)  (suspended)  (suspended)  (resumed)  (MHD thread)
+ *         +--------------------------------------------------> ANSWERING
+ *
+ * RECEIVING: headers are in and the body arrives on a libmicrohttpd thread. A request that needs no
+ * work beyond parsing is answered from here. DECODING: the connection is suspended while images
+ * are decoded off the libmicrohttpd threads (the decode pool of issue 11 sets it). QUEUED: the
+ * connection is suspended while the model's batcher has the job. DONE: whoever finished the work
+ * (worker, pool, or a refusal) has set the outcome and resumed the connection; the daemon then
+ * calls api_finish() on a libmicrohttpd thread, which answers (ANSWERING).
+ *
+ * Everything a request uses of a model is reached through `model`: when model versions arrive
+ * (issue 13), that pointer becomes a counted reference taken in api_route() and released in
+ * request_destroy().
+ */
+#ifndef CONVSERVE_REQUEST_H
+#define CONVSERVE_REQUEST_H
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+#include "status.h"
+#include "tensor.h"
+
+typedef enum {
+    ROUTE_HEALTH,  /* /v2/health/live, /v2/health/ready */
+    ROUTE_SERVER,  /* /v2 */
+    ROUTE_MODEL,   /* /v2/models/{name} */
+    ROUTE_READY,   /* /v2/models/{name}/ready */
+    ROUTE_INFER,   /* /v2/models/{name}/infer */
+    ROUTE_SHAPES,  /* /v2/models/{name}/shapes */
+    ROUTE_PREDICT, /* /predictions/{name} */
+    ROUTE_METRICS, /* /metrics */
+    ROUTE_OPTIONS, /* CORS preflight */
+    ROUTE_UI,      /* the browser page, the API docs and their files (ui.c) */
+} route_kind;
+
+typedef enum {
+    REQUEST_RECEIVING,
+    REQUEST_DECODING,
+    REQUEST_QUEUED,
+    REQUEST_DONE,
+    REQUEST_ANSWERING,
+} request_state;
+
+enum {
+    REQUEST_METHOD_MAX = 16, /* bytes of the method kept (longer ones are cut) */
+    REQUEST_PATH_MAX = 201,  /* the first 200 bytes of the path (for messages and the log) + NUL */
+    REQUEST_ERR_MAX = 1024,  /* bytes of an error message */
+};
+
+struct guard_conn;
+
+typedef struct request {
+    server *srv;
+    struct MHD_Connection *conn;
+    struct guard_conn *gc; /* the connection's entry in the slow-client guard */
+    int64_t t0;            /* monotonic ns when the request line arrived */
+    char method[REQUEST_METHOD_MAX];
+    char path[REQUEST_PATH_MAX];
+    bool arrived_ready; /* the server was ready when the request arrived (not shutting down) */
+    request_state state;
+
+    /* routing (api_route) */
+    route_kind route;
+    bool live;         /* health: live rather than ready */
+    bool has_body;     /* the route takes a body */
+    const char *allow; /* for 405 */
+    model_entry *model;
+    const struct ui_asset *asset; /* ROUTE_UI: the file asked for */
+    int model_index;              /* for metrics; -1 when no model */
+
+    /* an answer decided from the headers, sent once the body is in */
+    srv_status early;
+    char errbuf[REQUEST_ERR_MAX];
+
+    /* the body, collected up to the limit */
+    char *body;
+    size_t len, cap;
+    bool too_large;
+
+    /* what the endpoint parsed */
+    infer_request q;
+    size_t header_len; /* Inference-Header-Content-Length */
+    bool multipart;
+    int top; /* /predictions?top=K */
+
+    /* inference */
+    batch_job job;
+    float *in;            /* the model input, when built from images */
+    float *out;           /* the output, filled by the worker */
+    spec_shape out_shape; /* of the whole request's output */
+
+    /* the answer, for the access log and metrics */
+    bool replied;
+    int http_code;
+    size_t resp_bytes;
+} request;
+
+/* A request for a connection whose request line has arrived. NULL when out of memory. */
+request *request_create(server *s, struct MHD_Connection *conn, const char *method,
+                        const char *url);
+/* Releases everything the request holds. Safe on NULL. */
+void request_destroy(request *rq);
+
+/* Appends n bytes of body, up to --max-body-bytes (past it, the body is dropped and too_large
+ * set). False when out of memory. */
+bool request_body_append(request *rq, const char *data, size_t n);
+
+/* Suspends the connection and queues rq->job on the model's batcher (state QUEUED). The
+ * connection is resumed in state DONE when the job has run or was refused; rq->job.status and
+ * rq->job.err then hold the outcome. */
+void request_submit(request *rq);
+
+#endif
