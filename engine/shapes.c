@@ -231,29 +231,30 @@ static engine_status infer_add(const ictx *c, spec_shape *s)
     return ENGINE_OK;
 }
 
-/* [N,C,H,W] * [N,C,1,1] (squeeze-excitation's scale), either way round, or equal shapes. */
+/* [N,C,H,W] * [N,C,1,1] (squeeze-excitation's scale), either way round, or equal shapes. An
+ * operand known to be 1x1 broadcasts, even against a free H and W. */
 static engine_status infer_mul(const ictx *c, spec_shape *s)
 {
     const spec_shape *a = &c->in[0], *b = &c->in[1];
-    bool ok = a->rank == b->rank;
-    for (int i = 0; ok && i < a->rank; i++)
-        ok = dim_agrees(a->d[i], b->d[i]);
-    if (ok)
-        return infer_add(c, s);
     if (a->rank == 4 && b->rank == 4 && dim_agrees(a->d[0], b->d[0]) &&
         dim_agrees(a->d[1], b->d[1])) {
-        const spec_shape *big = NULL;
-        if (b->d[2] == 1 && b->d[3] == 1)
-            big = a;
-        else if (a->d[2] == 1 && a->d[3] == 1)
-            big = b;
+        const spec_shape *big = b->d[2] == 1 && b->d[3] == 1   ? a
+                                : a->d[2] == 1 && a->d[3] == 1 ? b
+                                                               : NULL;
         if (big) {
+            const spec_shape *small = big == a ? b : a;
             *s = *big;
-            if (s->d[1] < 0)
-                s->d[1] = big == a ? b->d[1] : a->d[1];
+            for (int i = 0; i < 2; i++)
+                if (s->d[i] < 0)
+                    s->d[i] = small->d[i];
             return ENGINE_OK;
         }
     }
+    bool same = a->rank == b->rank;
+    for (int i = 0; same && i < a->rank; i++)
+        same = dim_agrees(a->d[i], b->d[i]);
+    if (same)
+        return infer_add(c, s);
     char x[OPERAND_TEXT_LEN], y[OPERAND_TEXT_LEN];
     return engine_fail(
         c->err, c->errlen, ENGINE_E_INPUT,

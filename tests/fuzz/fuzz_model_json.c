@@ -60,7 +60,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (m->weights)
         fuzz_touch(m->weights, strlen(m->weights));
     for (size_t i = 0; i < m->n_layers; i++) {
-        FUZZ_CHECK(memchr(m->layers[i].name, '\0', SPEC_MAX_NAME) != NULL);
+        const spec_layer *l = &m->layers[i];
+        FUZZ_CHECK(memchr(l->name, '\0', SPEC_MAX_NAME) != NULL);
+        FUZZ_CHECK(memchr(l->id, '\0', SPEC_MAX_NAME) != NULL);
+        /* The graph is resolved: every reference is the input or an earlier layer, arities hold,
+         * and every layer's output is read (the last one's by the model output). */
+        FUZZ_CHECK(l->n_inputs >= spec_op_min_inputs(l->op) &&
+                   l->n_inputs <= spec_op_max_inputs(l->op) && l->inputs);
+        for (int k = 0; k < l->n_inputs; k++)
+            FUZZ_CHECK(l->inputs[k] == SPEC_INPUT ||
+                       (l->inputs[k] >= 0 && (size_t)l->inputs[k] < i));
+        FUZZ_CHECK(m->consumers[i] >= 1);
         FUZZ_CHECK(spec_layer_params(&m->layers[i]) >= 0);
         FUZZ_CHECK(spec_op_name(m->layers[i].op) != NULL);
     }

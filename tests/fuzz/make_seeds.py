@@ -210,6 +210,48 @@ def seeds_model_json():
     broken("groups", layers__0__groups=3)
     broken("labels_type", output={"name": "y", "labels": [1, 2]})
     broken("weights_type", weights=3)
+    # Graphs: a residual block with a projection shortcut, squeeze-excitation, concatenation, Mean.
+    graph = {"name": "graph", "input": {"shape": [4, -1, -1]}, "max_batch_size": 4,
+             "layers": [
+                 {"op": "Conv2d", "name": "c1", "in_channels": 4, "out_channels": 8,
+                  "kernel_size": 3, "stride": 2, "padding": 1, "bias": False},
+                 {"op": "BatchNorm2d", "name": "bn1", "num_features": 8},
+                 {"op": "ReLU6", "id": "r"},
+                 {"op": "Conv2d", "name": "down", "inputs": ["input"], "in_channels": 4,
+                  "out_channels": 8, "kernel_size": 1, "stride": 2, "bias": False},
+                 {"op": "Add", "id": "res", "inputs": ["r", "down"]},
+                 {"op": "AdaptiveAvgPool2d", "output_size": 1},
+                 {"op": "Conv2d", "name": "fc1", "in_channels": 8, "out_channels": 4,
+                  "kernel_size": 1},
+                 {"op": "SiLU"},
+                 {"op": "Conv2d", "name": "fc2", "in_channels": 4, "out_channels": 8,
+                  "kernel_size": 1},
+                 {"op": "Hardsigmoid", "id": "gate"},
+                 {"op": "Mul", "id": "se", "inputs": ["res", "gate"]},
+                 {"op": "StochasticDepth", "p": 0.1, "mode": "row"},
+                 {"op": "Hardswish", "id": "hs"},
+                 {"op": "MaxPool2d", "id": "pool", "inputs": ["se"], "kernel_size": 3, "stride": 1,
+                  "padding": 1},
+                 {"op": "Cat", "id": "cat", "dim": 1, "inputs": ["hs", "pool", "res"]},
+                 {"op": "Mean", "dim": [2, 3], "keepdim": False},
+                 {"op": "Linear", "name": "fc", "in_features": 24, "out_features": 3}]}
+    write("model_json", "graph", json.dumps(graph, indent=1))
+
+    def broken_graph(name, index, **change):
+        m = json.loads(json.dumps(graph))
+        m["layers"][index].update(change)
+        write("model_json", "bad_graph_" + name, json.dumps(m))
+    broken_graph("dangling", 4, inputs=["r", "nowhere"])
+    broken_graph("later", 4, inputs=["r", "gate"])
+    broken_graph("itself", 4, inputs=["res", "down"])
+    broken_graph("add_arity", 4, inputs=["r"])
+    broken_graph("mul_arity", 10, inputs=["res", "gate", "gate"])
+    broken_graph("duplicate_id", 12, id="gate")
+    broken_graph("unused_branch", 15, inputs=["pool"])
+    broken_graph("cat_dim0", 14, dim=0)
+    broken_graph("mean_dims", 15, dim=[1, 2])
+    broken_graph("reserved_id", 2, id="input")
+    broken_graph("inputs_type", 4, inputs="r")
     write("model_json", "bad_truncated", json.dumps(free)[:-7])
     write("model_json", "bad_array", "[]")
     write("model_json", "bad_duplicate", '{"name":"a","name":"b","layers":[]}')
@@ -488,7 +530,9 @@ def main():
                "count_include_pad", "divisor_override", "output_size", "p", "Conv2d",
                "BatchNorm2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
                "Softmax", "LogSoftmax", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Dropout",
-               "Dropout2d", "Identity", "same", "valid", "zeros", "reflect", "none", "tanh",
+               "Dropout2d", "Identity", "id", "inputs", "keepdim", "mode", "row", "batch",
+               "ReLU6", "Hardswish", "Hardsigmoid", "SiLU", "StochasticDepth", "Add", "Mul", "Cat",
+               "Mean", "same", "valid", "zeros", "reflect", "none", "tanh",
                "gray", "rgb", "f32", "bf16", "true", "false", "null", "-1", "1e-05",
                "2147483648", "9223372036854775807", "1e400"])
     infer_words = ["inputs", "outputs", "name", "shape", "datatype", "data", "parameters", "id",

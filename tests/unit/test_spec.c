@@ -1336,6 +1336,10 @@ static void test_graph_shapes(void)
     CHECK_INT(run_graph(m, (int64_t[]){3, 8, 5, 4}, shapes, &bad, err), ENGINE_OK);
     check_shape(&shapes[2], "[3,8,5,4]");
     check_shape(&shapes[3], "[3,8,5,4]");
+    /* At load, a free H and W stays free through the broadcast (not taken from the 1x1). */
+    CHECK_INT(run_graph(m, (int64_t[]){-1, 8, -1, -1}, shapes, &bad, err), ENGINE_OK);
+    check_shape(&shapes[2], "[-1,8,-1,-1]");
+    check_shape(&shapes[3], "[-1,8,-1,-1]");
     spec_destroy(m);
     m = parse_ok("{'name':'t','input':{'shape':[8,-1,-1]},'layers':["
                  "{'op':'MaxPool2d','id':'p','kernel_size':2},"
