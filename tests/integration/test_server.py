@@ -1382,7 +1382,8 @@ def hostile_rows():
     jpeg_bomb = (b"\xff\xd8\xff\xc0" + struct.pack(">HBHHB", 11, 8, 65000, 65000, 1) +
                  b"\x01\x11\x00\xff\xd9")
     R.append(row("JPEG bomb 65000x65000", "PUT", "/predictions/digits", 413,
-                 "image is 65000x65000 = 4225000000 pixels; the limit is %d" % DEFAULT_MAX_PIXELS,
+                 "image is 65000x65000, decoded at 1/8 as 8125x8125 = 66015625 pixels; the limit is %d"
+                 % DEFAULT_MAX_PIXELS,
                  body=jpeg_bomb))
     bmp_bomb = (b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) +
                 struct.pack("<IiiHHIIiiII", 40, 30000, 30000, 1, 24, 0, 0, 2835, 2835, 0, 0))
