@@ -4,8 +4,8 @@
 set -euo pipefail
 
 serve=(build-essential cmake pkg-config curl ca-certificates
-       libdnnl-dev libmicrohttpd-dev libjansson-dev libstb-dev)
-test=(python3 python3-torch python3-numpy python3-sklearn clang clang-format libclang-rt-14-dev wrk valgrind)
+       libdnnl-dev libmicrohttpd-dev libjansson-dev libstb-dev libturbojpeg0-dev libspng-dev)
+test=(python3 python3-torch python3-numpy python3-sklearn python3-pil clang clang-format libclang-rt-14-dev wrk valgrind)
 
 want=("${serve[@]}")
 [ "${1:-serve}" = test ] && want+=("${test[@]}")
