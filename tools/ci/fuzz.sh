@@ -10,6 +10,9 @@
 #   FUZZ_JOBS     targets fuzzed at once (default 1)
 #   FUZZ_BUILD    0 to reuse build-fuzz/ as it is (default 1: configure and build)
 #   FUZZ_TIMEOUT  seconds one input may take, sanitizers included (default 5)
+#   FUZZ_DETERMINISM  the release build's test_image_determinism (default build/tests/...): when it
+#                 exists, every image input the fuzzer kept is decoded twice with different heap
+#                 and stack contents and must give the same answer
 # Inputs the fuzzer finds go to build-fuzz/corpus/<target>/ (kept between runs, never committed
 # by this script); copy the useful ones into tests/fuzz/<target>/ by hand.
 set -euo pipefail
@@ -21,6 +24,7 @@ TARGETS=("$@")
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-20}
 JOBS=${FUZZ_JOBS:-1}
 TIMEOUT=${FUZZ_TIMEOUT:-5}
+DETERMINISM=${FUZZ_DETERMINISM:-build/tests/test_image_determinism}
 BUILD=build-fuzz
 BIN=$BUILD/tests/fuzz
 SEEDS=tests/fuzz
@@ -135,6 +139,17 @@ if [ "$SECONDS_PER_TARGET" -gt 0 ] && [ ${#FUZZ_TARGETS[@]} -gt 0 ]; then
             printf '%-16s %14s\n' "$t" FAILED
         fi
     done
+fi
+# The image inputs the fuzzer kept, decoded twice with different heap and stack contents.
+if [[ " ${FUZZ_TARGETS[*]} " == *" image "* ]] && [ -x "$DETERMINISM" ] &&
+    [ -d "$BUILD/corpus/image" ]; then
+    if "$DETERMINISM" "$BUILD/corpus/image" >"$BUILD/logs/determinism_image.log" 2>&1; then
+        log "image: $(tail -2 "$BUILD/logs/determinism_image.log" | head -1)"
+    else
+        log "image: an answer depends on stale memory; log: $BUILD/logs/determinism_image.log"
+        grep -m10 'stale' "$BUILD/logs/determinism_image.log" >&2 || true
+        failed=1
+    fi
 fi
 [ "$failed" = 0 ] || { log "FAIL: a committed input or a fuzz run crashed (inputs in $BUILD/artifacts/)"; exit 1; }
 log "fuzz: all targets pass"
