@@ -85,6 +85,13 @@ enum {
      * many scans costs as much as many large images. libjpeg's default progressive script has
      * 10 scans and encoders rarely exceed 20; TurboJPEG's own limit (TJFLAG_LIMITSCANS) is 500. */
     JPEG_MAX_SCANS = 64,
+    /* For the same reason a progressive JPEG's scans times its pixels may be at most this many
+     * times the pixel limit. Its AC scans can code "no coefficient here" for 32767 blocks in 15
+     * bits, so a 16-megapixel one with 64 scans takes 35 kB and a quarter of a second to decode
+     * at 1/8; this bound keeps such a file near 70 ms. A 12-megapixel progressive photo of
+     * libjpeg's 10 scans uses 120 M of the 268 M allowed by default. (A sequential JPEG codes
+     * every block of every scan in at least 2 bits, so its work follows its size.) */
+    JPEG_SCAN_BUDGET = 16,
     JPEG_SCALE_DENOM = 8, /* libjpeg-turbo scales in eighths, from 1/8 to 8/8 */
 };
 
@@ -351,6 +358,13 @@ static srv_status decode_jpeg(const uint8_t *buf, size_t len, int channels, int6
         st = srv_fail(err, errlen, SRV_BAD_REQUEST,
                       "cannot decode image: the JPEG has %zu scans; at most %d are supported",
                       scans, JPEG_MAX_SCANS);
+        goto done;
+    }
+    if (f.progressive && (int64_t)scans * w * h > JPEG_SCAN_BUDGET * opts->max_pixels) {
+        st = srv_fail(err, errlen, SRV_TOO_LARGE,
+                      "the progressive JPEG's %zu scans over its %dx%d pixels are too much work: "
+                      "scans x pixels may be at most %d x the pixel limit (%lld)",
+                      scans, w, h, JPEG_SCAN_BUDGET, (long long)opts->max_pixels);
         goto done;
     }
 

@@ -560,28 +560,62 @@ static void test_jpeg_scale_choice(void)
     free(jpg.p);
 }
 
-/* The limit counts the pixels decoded: a 64x64 baseline JPEG fits a 64-pixel limit when it
- * decodes at 1/8 for an 8x8 input, and not at 2/8 for a 16x16 one. A progressive JPEG is held
- * whole in memory, so its full size counts. */
+/* A copy of a JPEG with a comment segment holding `n` 0xff 0xda pairs, which the scan count
+ * counts (it errs on the safe side) and libjpeg skips. */
+static buffer with_scan_markers(const buffer *jpg, int n)
+{
+    buffer com = {0};
+    int seg = 2 + 2 * n;
+    uint8_t head[4] = {0xff, 0xfe, (uint8_t)(seg >> 8), (uint8_t)seg};
+    buffer_append(&com, head, (int)sizeof head);
+    for (int i = 0; i < n; i++)
+        buffer_append(&com, (uint8_t[]){0xff, 0xda}, 2);
+    buffer b = spliced(jpg, 2, com.p, com.n);
+    free(com.p);
+    return b;
+}
+
+static int count_scan_markers(const buffer *b)
+{
+    int n = 0;
+    for (size_t i = 0; i + 1 < b->n; i++)
+        n += b->p[i] == 0xff && b->p[i + 1] == 0xda;
+    return n;
+}
+
+/* The limit counts the pixels decoded: a 64x64 baseline JPEG fits a 256-pixel limit when it
+ * decodes at 1/8 (8x8) or 2/8 (16x16), and not at 3/8 (24x24) or in full. A progressive JPEG is
+ * held whole in memory, so its full size counts, and its scans x pixels at most 16 x the limit. */
 static void test_jpeg_limits(void)
 {
-    enum { SIDE = 64, LIMIT = 64 };
+    enum { SIDE = 64, LIMIT = 256, BUDGET = 16 };
     uint8_t *rgb = photo_rgb(SIDE, SIDE, 20);
     buffer base = encode_jpeg(rgb, SIDE, SIDE, TJPF_RGB, TJSAMP_420, 0);
     buffer prog = encode_jpeg(rgb, SIDE, SIDE, TJPF_RGB, TJSAMP_420, TJFLAG_PROGRESSIVE);
     free(rgb);
     char err[ERR_LEN] = "";
-    float out[3 * 16 * 16];
+    float out[3 * 24 * 24];
     CHECK_INT(decode_jpeg_opts(&base, 3, 8, 8, LIMIT, false, out, err), SRV_OK);
-    CHECK_INT(decode_jpeg_opts(&base, 3, 16, 16, LIMIT, false, out, err), SRV_TOO_LARGE);
-    CHECK_STR(err, "image is 64x64, decoded at 2/8 as 16x16 = 256 pixels; the limit is 64");
+    CHECK_INT(decode_jpeg_opts(&base, 3, 16, 16, LIMIT, false, out, err), SRV_OK);
+    CHECK_INT(decode_jpeg_opts(&base, 3, 24, 24, LIMIT, false, out, err), SRV_TOO_LARGE);
+    CHECK_STR(err, "image is 64x64, decoded at 3/8 as 24x24 = 576 pixels; the limit is 256");
     CHECK_INT(decode_jpeg_opts(&base, 3, 8, 8, LIMIT, true, out, err), SRV_TOO_LARGE);
-    CHECK_STR(err, "image is 64x64 = 4096 pixels; the limit is 64");
+    CHECK_STR(err, "image is 64x64 = 4096 pixels; the limit is 256");
 
     CHECK_INT(decode_jpeg_opts(&prog, 3, 8, 8, SIDE * SIDE, false, out, err), SRV_OK);
     CHECK_INT(decode_jpeg_opts(&prog, 3, 8, 8, SIDE * SIDE - 1, false, out, err), SRV_TOO_LARGE);
     CHECK_STR(err, "progressive JPEG is 64x64 = 4096 pixels; the limit is 4095 (progressive JPEGs "
                    "are held whole in memory)");
+    int own = count_scan_markers(&prog);
+    CHECK(own > 1 && own < BUDGET);
+    for (int scans = BUDGET; scans <= BUDGET + 1; scans++) {
+        buffer b = with_scan_markers(&prog, scans - own);
+        CHECK_INT(decode_jpeg_opts(&b, 3, 8, 8, SIDE * SIDE, false, out, err),
+                  scans <= BUDGET ? SRV_OK : SRV_TOO_LARGE);
+        free(b.p);
+    }
+    CHECK_STR(err, "the progressive JPEG's 17 scans over its 64x64 pixels are too much work: "
+                   "scans x pixels may be at most 16 x the pixel limit (4096)");
     free(base.p);
     free(prog.p);
 }
@@ -682,8 +716,7 @@ static void test_jpeg_refusals(void)
 }
 
 /* Every scan passes over all the blocks of its components however few bytes it has, so the scans
- * are counted before decoding, as the 0xff 0xda pairs of the file: 64 decode, 65 are refused.
- * The pairs here sit in a comment segment, which shows the count errs on the safe side. */
+ * are counted before decoding, as the 0xff 0xda pairs of the file: 64 decode, 65 are refused. */
 static void test_jpeg_scan_limit(void)
 {
     enum { SIDE = 16, LIMIT = 64 };
@@ -693,20 +726,13 @@ static void test_jpeg_scan_limit(void)
     char err[ERR_LEN] = "";
     float out[3 * SIDE * SIDE];
     for (int extra = LIMIT - 1; extra <= LIMIT; extra++) {
-        buffer com = {0};
-        int seg = 2 + 2 * extra;
-        uint8_t head[4] = {0xff, 0xfe, (uint8_t)(seg >> 8), (uint8_t)seg};
-        buffer_append(&com, head, (int)sizeof head);
-        for (int i = 0; i < extra; i++)
-            buffer_append(&com, (uint8_t[]){0xff, 0xda}, 2);
-        buffer b = spliced(&real, 2, com.p, com.n);
+        buffer b = with_scan_markers(&real, extra);
         srv_status st =
             image_to_tensor(b.p, b.n, NULL, 3, SIDE, SIDE, MAX_PIXELS, out, err, sizeof err);
         CHECK_INT(st, extra < LIMIT ? SRV_OK : SRV_BAD_REQUEST);
         if (extra == LIMIT)
             CHECK_STR(err, "cannot decode image: the JPEG has 65 scans; at most 64 are supported");
         free(b.p);
-        free(com.p);
     }
     free(real.p);
 }
