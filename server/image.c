@@ -58,7 +58,8 @@ enum {
 };
 
 /* libspng keeps ancillary chunks (text, ICC profiles), some of them inflated, in a cache: this
- * bounds what one file can make it hold, well above any real profile or comment. */
+ * bounds what one file can make it hold and inflate, well above any real profile or comment.
+ * (libspng 0.7's chunk size limit applies to inflated ancillary data only, not to image data.) */
 #define PNG_CHUNK_CACHE_LIMIT ((size_t)4 << 20)
 
 /* JPEG markers this file looks for. */
@@ -420,6 +421,10 @@ static srv_status png_error(int rc, char *err, size_t errlen)
 {
     if (rc == SPNG_EMEM)
         return out_of_memory(err, errlen);
+    if (rc == SPNG_ECHUNK_LIMITS)
+        return srv_fail(err, errlen, SRV_TOO_LARGE,
+                        "the PNG's text or ICC chunks inflate to more than %zu bytes",
+                        PNG_CHUNK_CACHE_LIMIT);
     return srv_fail(err, errlen, SRV_BAD_REQUEST, "cannot decode image: corrupt PNG (%s)",
                     spng_strerror(rc));
 }
@@ -438,7 +443,7 @@ static srv_status decode_png(const uint8_t *buf, size_t len, int channels,
         return out_of_memory(err, errlen);
     int rc = spng_set_crc_action(ctx, SPNG_CRC_USE, SPNG_CRC_USE);
     if (!rc)
-        rc = spng_set_chunk_limits(ctx, len, PNG_CHUNK_CACHE_LIMIT);
+        rc = spng_set_chunk_limits(ctx, PNG_CHUNK_CACHE_LIMIT, PNG_CHUNK_CACHE_LIMIT);
     if (!rc)
         rc = spng_set_png_buffer(ctx, buf, len);
     if (rc) {

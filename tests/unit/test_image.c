@@ -15,6 +15,7 @@
 #include <stb_image.h>
 #include <stb_image_write.h>
 #include <turbojpeg.h>
+#include <zlib.h>
 
 #include "check.h"
 #include "image.h"
@@ -1225,6 +1226,48 @@ static void test_png_chunk_lengths(void)
     free(g.p);
 }
 
+/* Big files: a 4.6 MB PNG of noise decodes (its image data is far above the 4 MB cap on inflated
+ * text and ICC data); a zTXt chunk that inflates to 8 MB is held to that cap. */
+static void test_png_sizes(void)
+{
+    enum { W = 1400, H = 1100, BOMB = 8 << 20 };
+    char err[ERR_LEN] = "";
+    uint8_t *rgb = malloc((size_t)W * H * 3);
+    uint32_t seed = 12345;
+    for (size_t i = 0; i < (size_t)W * H * 3; i++)
+        rgb[i] = (uint8_t)xorshift32(&seed);
+    buffer big = encode_png(W, H, 3, rgb);
+    CHECK(big.n > (4u << 20));
+    spec_preprocess pp = raw_pixels();
+    float out[3];
+    CHECK_INT(image_to_tensor(big.p, big.n, &pp, 3, 1, 1, MAX_PIXELS, out, err, sizeof err),
+              SRV_OK);
+    free(big.p);
+    free(rgb);
+
+    /* zTXt: keyword, NUL, compression method 0, then a zlib stream of 8 MB of zeros. */
+    uint8_t *zeros = calloc(BOMB, 1);
+    uLongf zlen = compressBound(BOMB);
+    uint8_t *z = malloc(zlen);
+    CHECK(zeros && z && compress2(z, &zlen, zeros, BOMB, Z_BEST_COMPRESSION) == Z_OK);
+    free(zeros);
+    buffer g = gradient_png();
+    buffer text = {0};
+    buffer_append(&text, "Comment\0\0", 9);
+    buffer_append(&text, z, (int)zlen);
+    free(z);
+    buffer chunk = {0};
+    append_chunk(&chunk, "zTXt", text.p, (uint32_t)text.n);
+    buffer bomb = spliced(&g, 33, chunk.p, chunk.n); /* after the signature and IHDR */
+    CHECK_INT(image_to_tensor(bomb.p, bomb.n, &pp, 1, 1, 1, MAX_PIXELS, out, err, sizeof err),
+              SRV_TOO_LARGE);
+    CHECK_STR(err, "the PNG's text or ICC chunks inflate to more than 4194304 bytes");
+    free(bomb.p);
+    free(chunk.p);
+    free(text.p);
+    free(g.p);
+}
+
 /* An 8-bit palette BMP (40-byte header) of w x |h| pixels, rows bottom-up for h > 0. */
 static buffer palette_bmp(int32_t w, int32_t h, const uint8_t *bgr, int entries, const uint8_t *idx,
                           size_t nidx)
@@ -1307,6 +1350,7 @@ int main(void)
     test_limits();
     test_png_chunk_lengths();
     test_png_palette();
+    test_png_sizes();
     test_bmp_checks();
     return check_report("image");
 }
