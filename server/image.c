@@ -84,7 +84,7 @@ enum {
     /* Every scan passes over all the blocks of its components, even one of a few bytes (a
      * progressive AC scan codes "all blocks empty" in one end-of-band run), so a small file of
      * many scans costs as much as many large images. libjpeg's default progressive script has
-     * 10 scans and encoders rarely exceed 20; TurboJPEG's own limit (TJFLAG_LIMITSCANS) is 500. */
+     * 10 scans (TurboJPEG's own limit, TJFLAG_LIMITSCANS, is 500, also set below). */
     JPEG_MAX_SCANS = 64,
     /* For the same reason a progressive JPEG's scans times its pixels may be at most this many
      * times the pixel limit. Its AC scans can code "no coefficient here" for 32767 blocks in 15
@@ -111,9 +111,10 @@ enum {
     BMP_COMPRESS_AT = 30,
     BMP_RGB = 0,
     BMP_BITFIELDS = 3,
-    BMP_BITFIELDS_MASKS = 12, /* three 4-byte masks after a 40- or 56-byte header */
     BMP_V3_HEADER = 40,
     BMP_V3_ALPHA_HEADER = 56,
+    BMP_V4_HEADER = 108,
+    BMP_V5_HEADER = 124,
     BMP_MAX_PALETTE = 256,
     BMP_ROW_ALIGN = 4,
 };
@@ -624,7 +625,7 @@ static srv_status bmp_read_header(const uint8_t *buf, size_t len, bmp_header *b,
     b->offset = read_le32(buf + BMP_OFFSET_AT);
     b->hsz = read_le32(buf + BMP_HSZ_AT);
     if (b->hsz != BMP_CORE_HEADER && b->hsz != BMP_V3_HEADER && b->hsz != BMP_V3_ALPHA_HEADER &&
-        b->hsz != 108 && b->hsz != 124)
+        b->hsz != BMP_V4_HEADER && b->hsz != BMP_V5_HEADER)
         return srv_fail(err, errlen, SRV_BAD_REQUEST,
                         "cannot decode image: BMP header size %u is not supported", b->hsz);
     if (len < BMP_FILE_HEADER + (size_t)b->hsz)
