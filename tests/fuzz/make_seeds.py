@@ -467,12 +467,12 @@ def seeds_image():
     images["bad_png_truncated"] = png_bytes(8, 8)[:40]
     images["bad_jpeg_truncated"] = images.get("examples_5.jpg", b"\xff\xd8")[:200]
     images["bad_garbage"] = b"not an image at all"
-    # An empty IDAT chunk before the real one: stb computes NULL + 0 (see ubsan.supp).
+    # An empty IDAT chunk before the real one (stb computed NULL + 0 here; libspng decodes it).
     png = png_bytes(4, 3)
     ihdr_end = 8 + 25
     images["png_empty_idat"] = png[:ihdr_end] + struct.pack(">I", 0) + b"IDAT" + struct.pack(
         ">I", zlib.crc32(b"IDAT") & 0xffffffff) + png[ihdr_end:]
-    # A PNM header number past INT_MAX: stb's int wraps (see ubsan.supp).
+    # A PNM header number past INT_MAX, which would wrap stb's int: image.c refuses it first.
     images["bad_pnm_huge_number"] = b"P5 99999999999 2 255\n" + bytes(8)
     # 16-bit PNM only with its own channel count: converting channels as well is the stb 2.27 bug
     # kept under regressions/ (pnm16_*), which must not stop the fuzzer at its first input.

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # tools/ci/fuzz.sh - builds the libFuzzer targets (clang, -DBUILD_FUZZERS=ON) in build-fuzz/, runs
 # each over its committed seeds and regression inputs, then fuzzes each for a bounded time. Exits
-# non-zero on any crash, leak, sanitizer report or timeout; the input is kept under
+# non-zero on any crash, leak, sanitizer report or input slower than FUZZ_TIMEOUT seconds (a slow
+# input is a denial of service, not noise); the input is kept under
 # build-fuzz/artifacts/<target>/ and the tail of the log is printed.
 # Usage: tools/ci/fuzz.sh [target...]        (default: all; target = safetensors, image, ...)
 # Environment:
 #   FUZZ_SECONDS  seconds of fuzzing per target (default 20; 0 = replay the seeds only)
 #   FUZZ_JOBS     targets fuzzed at once (default 1)
 #   FUZZ_BUILD    0 to reuse build-fuzz/ as it is (default 1: configure and build)
+#   FUZZ_TIMEOUT  seconds one input may take, sanitizers included (default 5)
+#   FUZZ_DETERMINISM  the release build's test_image_determinism (default build/tests/...): when it
+#                 exists, every image input the fuzzer kept is decoded twice with different heap
+#                 and stack contents and must give the same answer
 # Inputs the fuzzer finds go to build-fuzz/corpus/<target>/ (kept between runs, never committed
 # by this script); copy the useful ones into tests/fuzz/<target>/ by hand.
 set -euo pipefail
@@ -18,6 +23,8 @@ TARGETS=("$@")
 [ $# -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-20}
 JOBS=${FUZZ_JOBS:-1}
+TIMEOUT=${FUZZ_TIMEOUT:-5}
+DETERMINISM=${FUZZ_DETERMINISM:-build/tests/test_image_determinism}
 BUILD=build-fuzz
 BIN=$BUILD/tests/fuzz
 SEEDS=tests/fuzz
@@ -32,7 +39,7 @@ declare -A DICT=([safetensors]=safetensors.dict [model_json]=model_json.dict
 # Every allocation is filled with 0xff (not only its first 4 KB, ASan's default), so that code
 # reading memory it never wrote fails the same way on every run.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:max_malloc_fill_size=4194304:malloc_fill_byte=255}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$PWD/tests/fuzz/ubsan.supp}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -54,12 +61,14 @@ replay() {
     fi
     mkdir -p "$BUILD/artifacts/$t"
     local out=$BUILD/logs/replay_$t.log
-    if "$BIN/fuzz_$t" -artifact_prefix="$BUILD/artifacts/$t/" "${files[@]}" >"$out" 2>&1; then
+    if "$BIN/fuzz_$t" -timeout="$TIMEOUT" -artifact_prefix="$BUILD/artifacts/$t/" "${files[@]}" \
+        >"$out" 2>&1; then
         log "$t: ${#files[@]} committed inputs pass"
         return 0
     fi
     for f in "${files[@]}"; do
-        "$BIN/fuzz_$t" -artifact_prefix="$BUILD/artifacts/$t/" "$f" >"$out.one" 2>&1 && continue
+        "$BIN/fuzz_$t" -timeout="$TIMEOUT" -artifact_prefix="$BUILD/artifacts/$t/" "$f" \
+            >"$out.one" 2>&1 && continue
         bad+=("$f")
         {
             printf -- '---- %s\n' "$f"
@@ -80,7 +89,7 @@ fuzz() {
     # New inputs go to the first directory; the seeds (and regressions/, read recursively) are
     # only read.
     if ! "$BIN/fuzz_$t" -max_total_time="$SECONDS_PER_TARGET" -max_len="${MAX_LEN[$t]}" \
-        -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
+        -timeout="$TIMEOUT" -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
         -artifact_prefix="$BUILD/artifacts/$t/" "$BUILD/corpus/$t" "$SEEDS/$t" \
         >"$BUILD/logs/fuzz_$t.log" 2>&1; then
         log "$t: CRASH while fuzzing; log: $BUILD/logs/fuzz_$t.log"
@@ -130,6 +139,17 @@ if [ "$SECONDS_PER_TARGET" -gt 0 ] && [ ${#FUZZ_TARGETS[@]} -gt 0 ]; then
             printf '%-16s %14s\n' "$t" FAILED
         fi
     done
+fi
+# The image inputs the fuzzer kept, decoded twice with different heap and stack contents.
+if [[ " ${FUZZ_TARGETS[*]} " == *" image "* ]] && [ -x "$DETERMINISM" ] &&
+    [ -d "$BUILD/corpus/image" ]; then
+    if "$DETERMINISM" "$BUILD/corpus/image" >"$BUILD/logs/determinism_image.log" 2>&1; then
+        log "image: $(tail -2 "$BUILD/logs/determinism_image.log" | head -1)"
+    else
+        log "image: an answer depends on stale memory; log: $BUILD/logs/determinism_image.log"
+        grep -m10 'stale' "$BUILD/logs/determinism_image.log" >&2 || true
+        failed=1
+    fi
 fi
 [ "$failed" = 0 ] || { log "FAIL: a committed input or a fuzz run crashed (inputs in $BUILD/artifacts/)"; exit 1; }
 log "fuzz: all targets pass"
