@@ -346,10 +346,13 @@ static engine_status lower(engine_model *m, char *err, size_t errlen)
             m->layer_value[i] = srcs[0];
             continue;
         }
+        /* Convolutions, inner products and binary ops take any chain of activations; a
+         * standalone BatchNorm takes one plain ReLU (oneDNN's fuse_norm_relu flag). */
         bool takes_post = p &&
                           (p->kind == NODE_CONV || p->kind == NODE_LINEAR || p->kind == NODE_ADD ||
                            p->kind == NODE_MUL) &&
                           p->n_post < NODE_MAX_POST;
+        takes_post |= p && p->kind == NODE_BNORM && p->n_post == 0 && l->op == SPEC_RELU;
         if (spec_op_is_activation(l->op) && takes_post) {
             p->post[p->n_post++] = (int)i;
             p->out_layer = (int)i;

@@ -789,6 +789,8 @@ static engine_status build_bnorm(builder *b, int v)
     TRY(primary(b, nd->inputs[0], &src));
     dnnl_batch_normalization_desc_t bd;
     unsigned flags = dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift;
+    if (nd->n_post == 1) /* a ReLU fused at lowering: oneDNN applies it in the same pass */
+        flags |= dnnl_fuse_norm_relu;
     TRY(make_attr(b, NULL, &attr));
     CK(dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_inference, &b->t[src].md,
                                                   (float)l->eps, flags));
