@@ -850,6 +850,76 @@ fail:
     return st;
 }
 
+/* AvgPool2d exactly as PyTorch's CPU kernel, over float32 NCHW: the window clipped to the padded
+ * input gives the divisor (count_include_pad), then clipped to the input gives the cells summed.
+ * Used where oneDNN divides differently: ceil_mode windows that overhang the padded input. */
+static void avg_pool_kernel(const plan_step *s)
+{
+    void *in_h = NULL, *out_h = NULL;
+    dnnl_memory_get_data_handle(s->args[0].memory, &in_h);
+    dnnl_memory_get_data_handle(s->args[1].memory, &out_h);
+    const float *in = in_h;
+    float *out = out_h;
+    const int64_t *d = s->dims; /* N*C, H, W, OH, OW, kh, kw, sh, sw, ph, pw */
+    const int64_t nc = d[0], h = d[1], w = d[2], oh = d[3], ow = d[4];
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < nc; p++) {
+        const float *x = in + p * h * w;
+        float *y = out + p * oh * ow;
+        for (int64_t i = 0; i < oh; i++) {
+            for (int64_t j = 0; j < ow; j++) {
+                int64_t h0 = i * d[7] - d[9], w0 = j * d[8] - d[10];
+                int64_t h1 = h0 + d[5], w1 = w0 + d[6];
+                h1 = h1 < h + d[9] ? h1 : h + d[9];
+                w1 = w1 < w + d[10] ? w1 : w + d[10];
+                int64_t area = (h1 - h0) * (w1 - w0);
+                h0 = h0 > 0 ? h0 : 0;
+                w0 = w0 > 0 ? w0 : 0;
+                h1 = h1 < h ? h1 : h;
+                w1 = w1 < w ? w1 : w;
+                float sum = 0;
+                for (int64_t r = h0; r < h1; r++)
+                    for (int64_t c = w0; c < w1; c++)
+                        sum += x[r * w + c];
+                y[i * ow + j] = h0 < h1 && w0 < w1 ? sum / (float)area : 0.0f;
+            }
+        }
+    }
+}
+
+/* A plain C kernel step from value v (as float32 NCHW) into a fresh float32 NCHW tensor. */
+static engine_status kernel_step(builder *b, int v, const spec_shape *out, const char *what,
+                                 void (*kernel)(const plan_step *), const int64_t *dims, int ndims)
+{
+    engine_status st = ENGINE_OK;
+    const spec_shape *in = value_shape(b, b->m->nodes[v].inputs[0]);
+    if (!grow((void **)&b->p->steps, &b->capsteps, b->p->nsteps + 1, sizeof *b->p->steps))
+        return no_memory(b);
+    dnnl_memory_desc_t in_md, out_md;
+    int src, dst;
+    CK(md_init(&in_md, 4, in->d, dnnl_f32, dnnl_abcd));
+    CK(md_init(&out_md, 4, out->d, dnnl_f32, dnnl_abcd));
+    TRY(connect(b, b->m->nodes[v].inputs[0], &in_md, &src));
+    TRY(fresh_tensor(b, &out_md, &dst));
+    touch(b, src);
+    touch(b, dst);
+    dnnl_exec_arg_t *args = calloc(2, sizeof *args);
+    if (!args)
+        return no_memory(b);
+    args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, b->t[src].mem};
+    args[1] = (dnnl_exec_arg_t){DNNL_ARG_DST, b->t[dst].mem};
+    plan_step *s = &b->p->steps[b->p->nsteps++];
+    *s = (plan_step){.kernel = kernel, .args = args, .nargs = 2};
+    memcpy(s->dims, dims, (size_t)ndims * sizeof *dims);
+    char *k = b->p->kernels;
+    size_t o = strlen(k);
+    if (o + 1 < PLAN_KERNELS)
+        snprintf(k + o, PLAN_KERNELS - o, "%s%s=convserve:c", o ? "," : "", what);
+    TRY(set_output(b, v, dst));
+fail:
+    return st;
+}
+
 static engine_status build_pool(builder *b, int v)
 {
     const node *nd = &b->m->nodes[v];
@@ -864,8 +934,19 @@ static engine_status build_pool(builder *b, int v)
         dil[1] = l->dilation[1] - 1;
     } else {
         /* Without padding both PyTorch divisors are the window's part inside the input (ceil_mode
-         * windows included), which is oneDNN's exclude-padding. */
+         * windows included), which is oneDNN's exclude-padding. With padding and ceil_mode, a
+         * window overhanging the padded input is divided by its part inside the padded input,
+         * which oneDNN does not do: a plain kernel runs those. */
         bool padded = l->padding[0] || l->padding[1];
+        if (padded && l->ceil_mode && l->count_include_pad) {
+            const spec_shape *in = value_shape(b, nd->inputs[0]), *o = &b->shapes[nd->layer];
+            int64_t dims[] = {
+                in->d[0] * in->d[1], in->d[2],     in->d[3],     o->d[2],      o->d[3],
+                l->kernel[0],        l->kernel[1], l->stride[0], l->stride[1], l->padding[0],
+                l->padding[1]};
+            return kernel_step(b, v, o, "avg_pooling", avg_pool_kernel, dims,
+                               (int)(sizeof dims / sizeof dims[0]));
+        }
         alg = l->count_include_pad && padded ? dnnl_pooling_avg_include_padding
                                              : dnnl_pooling_avg_exclude_padding;
     }
@@ -887,8 +968,7 @@ static void adaptive_avg_kernel(const plan_step *s)
     dnnl_memory_get_data_handle(s->args[1].memory, &out_h);
     const float *in = in_h;
     float *out = out_h;
-    int64_t nc = s->dims[0] * s->dims[1], h = s->dims[2], w = s->dims[3];
-    int64_t oh = s->dims[4], ow = s->dims[5];
+    const int64_t nc = s->dims[0], h = s->dims[1], w = s->dims[2], oh = s->dims[3], ow = s->dims[4];
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < nc; p++) {
         const float *x = in + p * h * w;
@@ -921,30 +1001,10 @@ static engine_status build_adaptive(builder *b, int v)
         TRY(pool_step(b, src, out, dnnl_pooling_avg_exclude_padding, k, k, zero, zero, zero, &dst));
         return set_output(b, v, dst);
     }
-    if (!grow((void **)&b->p->steps, &b->capsteps, b->p->nsteps + 1, sizeof *b->p->steps))
-        return no_memory(b);
-    dnnl_memory_desc_t in_md, out_md;
-    dnnl_dims_t od = {out->d[0], out->d[1], out->d[2], out->d[3]};
-    CK(md_init(&in_md, 4, in->d, dnnl_f32, dnnl_abcd));
-    CK(dnnl_memory_desc_init_by_tag(&out_md, 4, od, dnnl_f32, dnnl_abcd));
-    TRY(connect(b, nd->inputs[0], &in_md, &src));
-    TRY(fresh_tensor(b, &out_md, &dst));
-    touch(b, src);
-    touch(b, dst);
-    dnnl_exec_arg_t *args = calloc(2, sizeof *args);
-    if (!args)
-        return no_memory(b);
-    args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, b->t[src].mem};
-    args[1] = (dnnl_exec_arg_t){DNNL_ARG_DST, b->t[dst].mem};
-    plan_step *s = &b->p->steps[b->p->nsteps++];
-    *s = (plan_step){.kernel = adaptive_avg_kernel, .args = args, .nargs = 2};
-    memcpy(s->dims, (int64_t[]){in->d[0], in->d[1], in->d[2], in->d[3], out->d[2], out->d[3]},
-           6 * sizeof(int64_t));
-    char *k = b->p->kernels;
-    size_t o = strlen(k);
-    if (o + 1 < PLAN_KERNELS)
-        snprintf(k + o, PLAN_KERNELS - o, "%sadaptive_pooling=convserve:c", o ? "," : "");
-    TRY(set_output(b, v, dst));
+    (void)st;
+    int64_t dims[] = {in->d[0] * in->d[1], in->d[2], in->d[3], out->d[2], out->d[3]};
+    return kernel_step(b, v, out, "adaptive_pooling", adaptive_avg_kernel, dims,
+                       (int)(sizeof dims / sizeof dims[0]));
 fail:
     return st;
 }

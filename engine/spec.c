@@ -563,16 +563,6 @@ static engine_status parse_pool(const pctx *c, json_t *o, spec_layer *l)
                            "%sdivisor_override is not supported (only null), got %s", c->prefix,
                            describe(divisor, got, sizeof got));
     }
-    /* With ceil_mode the last window may hang over the padded input. PyTorch then divides by the
-     * part of the window inside the padded input, oneDNN by the whole kernel area. Without padding
-     * that part is exactly the part inside the input, which oneDNN's exclude-padding average
-     * computes (the runner uses it), so only padded ones are refused. */
-    if (l->ceil_mode && l->count_include_pad && (l->padding[0] || l->padding[1]))
-        return engine_fail(c->err, c->errlen, ENGINE_E_MODEL,
-                           "%sceil_mode=true with count_include_pad=true and padding is not "
-                           "supported: oneDNN divides the overhanging edge windows differently "
-                           "from PyTorch (set count_include_pad to false, or padding to 0)",
-                           c->prefix);
     return ENGINE_OK;
 }
 

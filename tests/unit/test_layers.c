@@ -282,7 +282,11 @@ static const layer_case CASES[] = {
     {"avgpool_ceil_include", "[3,8,8]",
      "[{'op':'AvgPool2d','kernel_size':3,'stride':2,'padding':1,'ceil_mode':true,"
      "'count_include_pad':true}]",
-     0, true},
+     0, false},
+    {"avgpool_ceil_include_pad_rect", "[3,7,10]",
+     "[{'op':'Conv2d','name':'c','in_channels':3,'out_channels':16,'kernel_size':1},"
+     "{'op':'AvgPool2d','kernel_size':[3,4],'stride':[2,3],'padding':[1,2],'ceil_mode':true}]",
+     0, false},
     {"avgpool_ceil_include_p0", "[3,8,9]",
      "[{'op':'AvgPool2d','kernel_size':3,'stride':2,'ceil_mode':true}]", 0, false},
     {"conv_avgpool_16", "[3,8,8]",

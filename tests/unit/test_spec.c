@@ -955,9 +955,9 @@ static void test_parse_errors(void)
                "return_indices=true is not supported");
     EXPECT_BAD(LAYER("{'op':'AvgPool2d','kernel_size':2,'divisor_override':4}"),
                "divisor_override is not supported (only null), got 4");
-    EXPECT_BAD(LAYER("{'op':'AvgPool2d','kernel_size':2,'padding':1,'ceil_mode':true}"),
-               "ceil_mode=true with count_include_pad=true and padding is not supported: oneDNN "
-               "divides");
+    /* ceil_mode with count_include_pad and padding runs (a plain kernel divides as PyTorch). */
+    m = parse_ok(LAYER("{'op':'AvgPool2d','kernel_size':2,'padding':1,'ceil_mode':true}"));
+    spec_destroy(m);
     EXPECT_BAD(LAYER("{'op':'MaxPool2d','kernel_size':3,'padding':2}"),
                "padding must be at most half the kernel size, as in PyTorch: got padding 2 with "
                "kernel 3");
