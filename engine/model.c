@@ -396,6 +396,13 @@ static engine_status lower(engine_model *m, char *err, size_t errlen)
     /* A model whose output is its input (only no-ops) has no node; the runner copies. */
     if (m->layer_value[n - 1] >= 0)
         m->nodes[m->layer_value[n - 1]].last_use = m->n_nodes;
+    /* A Flatten is a view of its input's buffer, which must live as long as the view's readers. */
+    for (int v = m->n_nodes; v-- > 0;) {
+        const node *nd = &m->nodes[v];
+        if (nd->kind == NODE_FLATTEN && nd->inputs[0] >= 0 &&
+            m->nodes[nd->inputs[0]].last_use < nd->last_use)
+            m->nodes[nd->inputs[0]].last_use = nd->last_use;
+    }
 done:
     free(readers);
     free(srcs);

@@ -265,6 +265,8 @@ fail:
 
 /* ---- values ------------------------------------------------------------------------------- */
 
+static engine_status connect(builder *b, int v, const dnnl_memory_desc_t *want, int *out);
+
 /* The tensor a value was produced in. A Flatten is viewed lazily: its input in plain row-major
  * order (PyTorch's flattening order) seen as [N, C*H*W], sharing the bytes. */
 static engine_status primary(builder *b, int v, int *out)
@@ -287,12 +289,8 @@ static engine_status primary(builder *b, int v, int *out)
     }
     dnnl_memory_desc_t plain, flat;
     CK(dnnl_memory_desc_init_by_tag(&plain, 4, smd->dims, smd->data_type, dnnl_abcd));
-    int base = src;
-    if (!dnnl_memory_desc_equal(smd, &plain)) {
-        TRY(fresh_tensor(b, &plain, &base));
-        TRY(add_reorder(b, src, base));
-        TRY(add_value_tensor(b, vi->flat_of, base));
-    }
+    int base;
+    TRY(connect(b, vi->flat_of, &plain, &base));
     dnnl_dims_t fd = {smd->dims[0], smd->dims[1] * smd->dims[2] * smd->dims[3]};
     CK(dnnl_memory_desc_init_by_tag(&flat, 2, fd, smd->data_type, dnnl_ab));
     int view;
@@ -331,8 +329,11 @@ static engine_status dst_tensor(builder *b, int v, int in_v, int in, const dnnl_
                                 int *out)
 {
     const tensor *t = &b->t[in];
-    if (in_v >= 0 && b->m->nodes[in_v].last_use == v && t->slot >= 0 &&
-        dnnl_memory_desc_equal(&t->md, md))
+    /* A Flatten's tensor is a view of the value it flattens: that one must be dead too. */
+    bool dead = true;
+    for (int x = in_v; dead && x != FLAT_NONE; x = val(b, x)->flat_of)
+        dead = x >= 0 && b->m->nodes[x].last_use == v;
+    if (dead && t->slot >= 0 && dnnl_memory_desc_equal(&t->md, md))
         return new_tensor(b, md, t->slot, t->offset, out);
     return fresh_tensor(b, md, out);
 }

@@ -494,6 +494,18 @@ static const layer_case CASES[] = {
      "{'op':'ReLU','id':'r'},{'op':'Tanh','id':'t','inputs':['c']},"
      "{'op':'Cat','dim':1,'inputs':['r','t']}]",
      0, false},
+    /* A Flatten is a view of its input's buffer: an op writing in place over the view must not
+     * destroy the input while another layer still reads it. */
+    {"flatten_view_not_overwritten_2d", "[12]",
+     "[{'op':'Linear','name':'a','in_features':12,'out_features':8},"
+     "{'op':'Flatten','id':'f'},{'op':'ReLU','id':'r','inputs':['f']},"
+     "{'op':'Add','inputs':['r','a']}]",
+     0, false},
+    {"flatten_view_not_overwritten_4d", "[4,3,3]",
+     "[{'op':'Conv2d','name':'c','in_channels':4,'out_channels':4,'kernel_size':1},"
+     "{'op':'Flatten','id':'f'},{'op':'Tanh','id':'t','inputs':['f']},"
+     "{'op':'Flatten','id':'g','inputs':['c']},{'op':'Add','inputs':['t','g']}]",
+     0, false},
     /* A shared conv (weights used twice) and a graph whose output is a Flatten of a pool. */
     {"mean_keepdim_flatten_linear", "[6,5,5]",
      "[{'op':'Mean','dim':[2,3],'keepdim':true},{'op':'Flatten'},"
