@@ -1092,19 +1092,26 @@ static engine_status build_elementwise(builder *b, int v, dnnl_alg_kind_t alg)
     dnnl_primitive_desc_t pd = NULL;
     dnnl_post_ops_t po = NULL;
     int first = 0;
-    /* Accumulate over whichever operand dies here, so its buffer is reused. */
-    for (int k = 0; k < nd->n_inputs; k++) {
-        int x = nd->inputs[k];
-        if (x >= 0 && b->m->nodes[x].last_use == v) {
+    /* Accumulate over whichever operand dies here, so its buffer is reused; but not over one
+     * that a later step of the chain reads again (x + y + x), which the first step overwrites. */
+    bool in_place = false;
+    for (int k = 0; k < nd->n_inputs && !in_place; k++) {
+        int x = nd->inputs[k], uses = 0;
+        for (int i = 0; i < nd->n_inputs; i++)
+            uses += nd->inputs[i] == x;
+        if (x >= 0 && b->m->nodes[x].last_use == v && (uses == 1 || nd->n_inputs == 2)) {
             first = k;
-            break;
+            in_place = true;
         }
     }
     int acc;
     TRY(primary(b, nd->inputs[first], &acc));
     const dnnl_memory_desc_t md = b->t[acc].md;
     int dst;
-    TRY(dst_tensor(b, v, nd->inputs[first], acc, &md, &dst));
+    if (in_place)
+        TRY(dst_tensor(b, v, nd->inputs[first], acc, &md, &dst));
+    else
+        TRY(fresh_tensor(b, &md, &dst));
     int steps = 0;
     for (int k = 0; k < nd->n_inputs; k++) {
         if (k == first)

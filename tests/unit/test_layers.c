@@ -1295,6 +1295,233 @@ static void remove_dir(const char *dir)
     rmdir(dir);
 }
 
+/* ---- random graphs ------------------------------------------------------------------------ */
+
+enum {
+    RG_GRAPHS = 60,     /* random graphs per run */
+    RG_STEPS = 14,      /* building steps per graph (a step may add several layers) */
+    RG_MAX_LAYERS = 96, /* layers of one graph, the closing ones included */
+    RG_JSON = 32768,    /* bytes of its layers array */
+    RG_CAT_MAX_CH = 16, /* a Cat wider than this is brought back to 8 channels by a 1x1 conv */
+};
+
+typedef struct {
+    char *json;
+    size_t len;
+    int n;                     /* layers so far */
+    int ch[RG_MAX_LAYERS];     /* channels of each layer's output */
+    bool small[RG_MAX_LAYERS]; /* a [N, C, 1, 1] inside squeeze-excitation: not picked again */
+    int readers[RG_MAX_LAYERS];
+    bool overflow;
+} rgraph;
+
+static int rg_pick(uint64_t *rng, int n)
+{
+    return (int)(rng_next(rng) % (uint64_t)n);
+}
+
+/* Appends one layer; `inputs` are layer indices (-1 = the model input). Returns its index. */
+static int rg_add(rgraph *g, int ch, const char *fields, const int *inputs, int n_inputs)
+{
+    char refs[256] = "";
+    size_t o = 0;
+    for (int k = 0; k < n_inputs; k++) {
+        if (inputs[k] >= 0)
+            g->readers[inputs[k]]++;
+        if (inputs[k] < 0)
+            o += (size_t)snprintf(refs + o, sizeof refs - o, "%s'input'", k ? "," : "");
+        else
+            o += (size_t)snprintf(refs + o, sizeof refs - o, "%s'l%d'", k ? "," : "", inputs[k]);
+    }
+    int n = snprintf(g->json + g->len, RG_JSON - g->len, "%s{%s,'inputs':[%s]}", g->n ? "," : "",
+                     fields, refs);
+    if (n < 0 || (size_t)n >= RG_JSON - g->len || g->n >= RG_MAX_LAYERS) {
+        g->overflow = true;
+        return g->n ? g->n - 1 : 0;
+    }
+    g->len += (size_t)n;
+    g->ch[g->n] = ch;
+    return g->n++;
+}
+
+/* A layer's key: weighted layers are keyed by name, the rest by id ("l7" either way). */
+static void rg_key(char *buf, size_t len, const char *op, bool named, int index)
+{
+    snprintf(buf, len, "'op':'%s','%s':'l%d'", op, named ? "name" : "id", index);
+}
+
+/* An earlier layer (or the input) with `ch` channels, or -2 when there is none. */
+static int rg_with_channels(const rgraph *g, uint64_t *rng, int ch)
+{
+    int found[RG_MAX_LAYERS + 1], n = 0;
+    if (ch == 4)
+        found[n++] = -1;
+    for (int i = 0; i < g->n; i++)
+        if (g->ch[i] == ch && !g->small[i])
+            found[n++] = i;
+    return n ? found[rg_pick(rng, n)] : -2;
+}
+
+/* Any earlier full-size layer, or the input. */
+static int rg_any(const rgraph *g, uint64_t *rng)
+{
+    for (;;) {
+        int j = rg_pick(rng, g->n + 1) - 1;
+        if (j < 0 || !g->small[j])
+            return j;
+    }
+}
+
+static int rg_channels(const rgraph *g, int j)
+{
+    return j < 0 ? 4 : g->ch[j];
+}
+
+/* One random building step: a conv, a BatchNorm, an activation, an Add of same-width tensors,
+ * squeeze-excitation, a Cat, pooling, a no-op. */
+static void rg_step(rgraph *g, uint64_t *rng)
+{
+    static const char *const acts[] = {"ReLU",    "ReLU6", "SiLU",        "Hardswish",
+                                       "Sigmoid", "Tanh",  "Hardsigmoid", "LeakyReLU"};
+    char key[64], f[256];
+    int i = g->n, j = rg_any(g, rng), c = rg_channels(g, j);
+    switch (rg_pick(rng, 9)) {
+    case 0:
+    case 1: {
+        int oc = rg_pick(rng, 2) ? 8 : 4, k = rg_pick(rng, 2) ? 3 : 1;
+        rg_key(key, sizeof key, "Conv2d", true, i);
+        snprintf(f, sizeof f,
+                 "%s,'in_channels':%d,'out_channels':%d,'kernel_size':%d,'padding':%d,"
+                 "'bias':%s",
+                 key, c, oc, k, k / 2, rg_pick(rng, 2) ? "true" : "false");
+        rg_add(g, oc, f, &j, 1);
+        break;
+    }
+    case 2:
+        rg_key(key, sizeof key, "BatchNorm2d", true, i);
+        snprintf(f, sizeof f, "%s,'num_features':%d", key, c);
+        rg_add(g, c, f, &j, 1);
+        break;
+    case 3:
+        rg_key(key, sizeof key, acts[rg_pick(rng, 8)], false, i);
+        rg_add(g, c, key, &j, 1);
+        break;
+    case 4: {
+        int in[3] = {j, rg_with_channels(g, rng, c), rg_with_channels(g, rng, c)};
+        rg_key(key, sizeof key, "Add", false, i);
+        rg_add(g, c, key, in, 2 + rg_pick(rng, 2));
+        break;
+    }
+    case 5: {
+        /* Squeeze-excitation over j: pool, 1x1 conv, gate, Mul (either way round). */
+        rg_key(key, sizeof key, "AdaptiveAvgPool2d", false, i);
+        snprintf(f, sizeof f, "%s,'output_size':1", key);
+        int p = rg_add(g, c, f, &j, 1);
+        g->small[p] = true;
+        rg_key(key, sizeof key, "Conv2d", true, g->n);
+        snprintf(f, sizeof f, "%s,'in_channels':%d,'out_channels':%d,'kernel_size':1", key, c, c);
+        int q = rg_add(g, c, f, &p, 1);
+        g->small[q] = true;
+        rg_key(key, sizeof key, rg_pick(rng, 2) ? "Sigmoid" : "Hardsigmoid", false, g->n);
+        int s = rg_add(g, c, key, &q, 1);
+        g->small[s] = true;
+        int in[2] = {rg_pick(rng, 2) ? s : j, 0};
+        in[1] = in[0] == s ? j : s;
+        rg_key(key, sizeof key, "Mul", false, g->n);
+        rg_add(g, c, key, in, 2);
+        break;
+    }
+    case 6: {
+        int in[3] = {j, rg_any(g, rng), rg_any(g, rng)}, n = 2 + rg_pick(rng, 2), sum = 0;
+        for (int k = 0; k < n; k++)
+            sum += rg_channels(g, in[k]);
+        rg_key(key, sizeof key, "Cat", false, i);
+        snprintf(f, sizeof f, "%s,'dim':1", key);
+        int cat = rg_add(g, sum, f, in, n);
+        if (sum > RG_CAT_MAX_CH) {
+            rg_key(key, sizeof key, "Conv2d", true, g->n);
+            snprintf(f, sizeof f, "%s,'in_channels':%d,'out_channels':8,'kernel_size':1", key, sum);
+            rg_add(g, 8, f, &cat, 1);
+        }
+        break;
+    }
+    case 7:
+        rg_key(key, sizeof key, rg_pick(rng, 2) ? "MaxPool2d" : "AvgPool2d", false, i);
+        snprintf(f, sizeof f, "%s,'kernel_size':3,'stride':1,'padding':1", key);
+        rg_add(g, c, f, &j, 1);
+        break;
+    default:
+        rg_key(key, sizeof key, rg_pick(rng, 2) ? "Identity" : "Dropout", false, i);
+        rg_add(g, c, key, &j, 1);
+        break;
+    }
+}
+
+/* A random graph over [4, 5, 6] inputs; every output that nothing reads joins a final Cat, then a
+ * 1x1 conv, Flatten and Linear, so that no branch is unused. */
+static bool rg_build(uint64_t *rng, char *json)
+{
+    rgraph g = {.json = json};
+    g.json[0] = '[';
+    g.len = 1;
+    int first = -1;
+    rg_add(&g, 4, "'op':'ReLU','id':'l0'", &first, 1);
+    for (int s = 0; s < RG_STEPS && !g.overflow; s++)
+        rg_step(&g, rng);
+    int loose[RG_MAX_LAYERS] = {0}, n = 0, ch = 0;
+    for (int i = 0; i < g.n; i++)
+        if (g.readers[i] == 0) {
+            loose[n++] = i;
+            ch += g.ch[i];
+        }
+    char key[64], f[256];
+    int last = loose[0];
+    if (n > 1) {
+        rg_key(key, sizeof key, "Cat", false, g.n);
+        snprintf(f, sizeof f, "%s,'dim':1", key);
+        last = rg_add(&g, ch, f, loose, n > 8 ? 8 : n);
+        if (n > 8) /* more loose ends than one Cat takes here: merge the rest in a second Cat */
+            return false;
+    }
+    rg_key(key, sizeof key, "Conv2d", true, g.n);
+    snprintf(f, sizeof f, "%s,'in_channels':%d,'out_channels':6,'kernel_size':1", key, g.ch[last]);
+    last = rg_add(&g, 6, f, &last, 1);
+    rg_key(key, sizeof key, "Flatten", false, g.n);
+    last = rg_add(&g, 6, key, &last, 1);
+    rg_key(key, sizeof key, "Linear", true, g.n);
+    snprintf(f, sizeof f, "%s,'in_features':180,'out_features':10", key);
+    rg_add(&g, 10, f, &last, 1);
+    if (g.overflow || g.len + 2 > RG_JSON)
+        return false;
+    g.json[g.len++] = ']';
+    g.json[g.len] = '\0';
+    return true;
+}
+
+/* Random graphs of every op and fusion pattern, each against the reference at every batch size:
+ * the lowering and the buffer planner (in-place writes, fused sums, views) see shapes of reuse
+ * no hand-written case thought of. */
+static void test_random_graphs(const char *dir, uint64_t *rng)
+{
+    char *json = malloc(RG_JSON);
+    char name[32];
+    int built = 0;
+    for (int k = 0; json && k < RG_GRAPHS; k++) {
+        if (!rg_build(rng, json))
+            continue;
+        snprintf(name, sizeof name, "random_graph_%d", k);
+        layer_case c = {name, "[4,5,6]", json, 0, false};
+        const int before = check_failures;
+        run_case(dir, &c, rng);
+        if (check_failures != before)
+            fprintf(stderr, "FAILED: %s: %s\n", name, json);
+        built++;
+    }
+    CHECK(built >= RG_GRAPHS / 2);
+    printf("%d random graphs at batch sizes 1, 3 and 8\n", built);
+    free(json);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/convserve-test-layers-XXXXXX";
@@ -1315,6 +1542,7 @@ int main(void)
     test_chain_mismatch(dir, &rng);
     test_bad_tensors(dir, &rng);
     test_random_weights(dir);
+    test_random_graphs(dir, &rng);
     remove_dir(dir);
     printf("%zu layer cases at batch sizes 1, 3 and 8\n", n_cases);
     return check_report("layers");
