@@ -257,6 +257,18 @@ static file_sig version_sig(const char *dir)
     return sig;
 }
 
+/* prefix + text into dst, cut to its size: messages nest other messages, and a reason in the
+ * index need not hold all of a long one. */
+static void join_text(char *dst, size_t len, const char *prefix, const char *tail)
+{
+    size_t a = strlen(prefix), b = strlen(tail);
+    a = a < len ? a : len - 1;
+    b = b < len - a ? b : len - a - 1;
+    memcpy(dst, prefix, a);
+    memcpy(dst + a, tail, b);
+    dst[a + b] = 0;
+}
+
 static bool sig_equal(file_sig a, file_sig b)
 {
     return a.hash == b.hash && a.files == b.files;
@@ -867,7 +879,7 @@ static srv_status load_version(repository *r, repo_model *m, repo_version *v, ch
     } else {
         v->failed = true;
         v->failed_sig = v->sig;
-        snprintf(v->reason, sizeof v->reason, "%s%s", reload ? "reload failed: " : "", msg);
+        join_text(v->reason, sizeof v->reason, reload ? "reload failed: " : "", msg);
     }
     serving_list(m, serving, sizeof serving);
     pthread_mutex_unlock(&r->mu);
@@ -1077,9 +1089,10 @@ static void run_command(repository *r, command *c)
                 st = srv_fail(err, sizeof err, SRV_BAD_REQUEST, "model '%s' has no version to load",
                               c->name);
         } else if (st != SRV_NOT_FOUND) {
-            char prefixed[REPO_ERR_MAX];
-            snprintf(prefixed, sizeof prefixed, "failed to load model '%s': %s", c->name, err);
-            snprintf(err, sizeof err, "%s", prefixed);
+            char prefix[SPEC_MAX_NAME + 32], cause[REPO_ERR_MAX];
+            snprintf(prefix, sizeof prefix, "failed to load model '%s': ", c->name);
+            snprintf(cause, sizeof cause, "%s", err);
+            join_text(err, sizeof err, prefix, cause);
         }
         c->done(c->ctx, st, err);
         free(c);
