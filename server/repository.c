@@ -843,6 +843,7 @@ static srv_status load_version(repository *r, repo_model *m, repo_version *v, ch
     pthread_mutex_lock(&r->mu);
     v->loading = true;
     v->shown = true;
+    v->reason[0] = 0; /* the last attempt's outcome no longer stands */
     pthread_mutex_unlock(&r->mu);
 
     instance *in = NULL;

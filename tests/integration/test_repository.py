@@ -782,6 +782,30 @@ def memory_part(run):
     if port is None:
         return
 
+    def loading_state():
+        """While a load runs, the index says LOADING and requests get 503, not a half model. A
+        request counts only when the index said LOADING both before and after it."""
+        want = [{"name": "big", "version": "1", "state": "LOADING"}]
+        for attempt in range(3):
+            unload(port, "big")
+            done = []
+            t = threading.Thread(target=lambda: done.append(load(port, "big")))
+            t.start()
+            seen = wait_for("big LOADING in the index",
+                            lambda: model_index(port, "big") == want or done, 60, 0.005)
+            st, h, b = ts.request(port, "POST", "/v2/models/big/infer", b"{}",
+                                  {"Content-Type": "application/json"})
+            during = model_index(port, "big") == want
+            t.join(120)
+            expect_eq(done, [[{"name": "big", "version": "1", "state": "READY"}]], "load answer")
+            if seen is not done and during:
+                expect_eq((st, ts.error_of(st, h, b)),
+                          (503, "model 'big' is loading; try again shortly"), "infer while loading")
+                return "seen on attempt %d" % (attempt + 1)
+        raise AssertionError("no request landed while the load ran, in 3 attempts")
+    run.check("memory: a load in progress is LOADING in the index, and its model answers 503",
+              loading_state)
+
     def cycles():
         big_bytes = os.path.getsize(os.path.join(repo, "big", "model.safetensors"))
         unload(port, "big")
