@@ -115,7 +115,8 @@ struct repository {
 
 /* What one scan of a model folder found. */
 typedef struct {
-    bool is_model; /* a folder with a model.json, a version folder or a config.json */
+    bool is_model;   /* a folder with a model.json, a version folder or a config.json */
+    bool unreadable; /* a folder that could not be listed (problem says why) */
     int64_t numbers[REPO_MAX_VERSIONS];
     file_sig sigs[REPO_MAX_VERSIONS];
     bool flat[REPO_MAX_VERSIONS];
@@ -436,25 +437,29 @@ static void scan_model(const repository *r, const char *name, bool quick, model_
         snprintf(path, sizeof path, "%s/config.json", dir) < (int)sizeof path && is_file(path);
     bool has_one = false, too_many = false;
     DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            int64_t v;
-            if (!repo_version_parse(e->d_name, strlen(e->d_name), &v))
-                continue;
-            if (snprintf(path, sizeof path, "%s/%s/model.json", dir, e->d_name) >=
-                    (int)sizeof path ||
-                !is_file(path))
-                continue; /* not a version yet: no model.json */
-            if (sc->n == REPO_MAX_VERSIONS) {
-                too_many = true;
-                break;
-            }
-            has_one = has_one || v == 1;
-            sc->numbers[sc->n++] = v;
-        }
-        closedir(d);
+    if (!d) {
+        /* Unreadable now (permissions, a storage hiccup; or a root-only lost+found): the
+         * caller decides whether that is a model it serves. */
+        sc->unreadable = true;
+        snprintf(sc->problem, sizeof sc->problem, "cannot list the folder: %s", strerror(errno));
+        return;
     }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int64_t v;
+        if (!repo_version_parse(e->d_name, strlen(e->d_name), &v))
+            continue;
+        if (snprintf(path, sizeof path, "%s/%s/model.json", dir, e->d_name) >= (int)sizeof path ||
+            !is_file(path))
+            continue; /* not a version yet: no model.json */
+        if (sc->n == REPO_MAX_VERSIONS) {
+            too_many = true;
+            break;
+        }
+        has_one = has_one || v == 1;
+        sc->numbers[sc->n++] = v;
+    }
+    closedir(d);
     sc->is_model = flat || has_config || sc->n > 0;
     if (!sc->is_model || quick)
         return;
@@ -510,6 +515,15 @@ static int apply_policy(const model_scan *sc, bool *wanted)
     return n;
 }
 
+/* The record of a model. Caller holds the lock (or is the manager, which alone changes them). */
+static repo_model *find_model(const repository *r, const char *name, size_t len)
+{
+    for (int i = 0; i < r->nmodels; i++)
+        if (strlen(r->models[i]->name) == len && !memcmp(r->models[i]->name, name, len))
+            return r->models[i];
+    return NULL;
+}
+
 static int compare_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -548,6 +562,11 @@ static srv_status list_models(repository *r, char **names, int *count, char *err
         }
         scan_model(r, e->d_name, true, sc);
         bool is_model = sc->is_model;
+        if (sc->unreadable) { /* a model it serves, or a folder it cannot use (lost+found) */
+            pthread_mutex_lock(&r->mu);
+            is_model = find_model(r, e->d_name, strlen(e->d_name)) != NULL;
+            pthread_mutex_unlock(&r->mu);
+        }
         free(sc);
         if (!is_model)
             continue; /* not a model folder (lost+found, notes, ...) */
@@ -725,14 +744,6 @@ void repository_release(model_entry *me)
 }
 
 /* ---- the records of models and versions (changed by the manager, under the lock) ------------ */
-
-static repo_model *find_model(const repository *r, const char *name, size_t len)
-{
-    for (int i = 0; i < r->nmodels; i++)
-        if (strlen(r->models[i]->name) == len && !memcmp(r->models[i]->name, name, len))
-            return r->models[i];
-    return NULL;
-}
 
 static repo_version *find_version(const repo_model *m, int64_t number)
 {
@@ -915,6 +926,9 @@ static srv_status sync_model(repository *r, const char *name, bool force, char *
 
     pthread_mutex_lock(&r->mu);
     repo_model *m = find_model(r, name, strlen(name));
+    /* A model whose folder cannot be listed now keeps serving; the index says why. */
+    if (sc->unreadable && m)
+        sc->is_model = true;
     if (!sc->is_model) {
         if (m) {
             server_log(s, LOG_INFO, "model %s is gone from the repository: unloading it", name);
