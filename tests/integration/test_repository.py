@@ -454,11 +454,19 @@ def explicit_part(run):
                 st, b = -1, str(e).encode()
             with lock:
                 results.append((st, time.monotonic(), b[:200]))
-        threads = [threading.Thread(target=one) for _ in range(24)]
+        n = 24
+        threads = [threading.Thread(target=one) for _ in range(n)]
         for t in threads:
             t.start()
-        wait_for("requests queued for cnn_bn", lambda: ts.metric(
-            ts.metrics_text(port), "convserve_queue_length", model="cnn_bn") >= 4, 20, 0.01)
+
+        def all_routed():
+            """The server has made all n requests (those in flight, the /metrics request itself
+            aside, and those answered), so each holds its reference; and some are queued."""
+            text = ts.metrics_text(port)
+            made = (ts.metric(text, "convserve_inflight_requests") - 1 +
+                    ts.metric(text, "convserve_requests_total", model="cnn_bn"))
+            return made >= n and ts.metric(text, "convserve_queue_length", model="cnn_bn") >= 4
+        wait_for("%d requests made, some queued, for cnn_bn" % n, all_routed, 30, 0.005)
         t_sent = time.monotonic()
         answer = unload(port, "cnn_bn")
         t_unloaded = time.monotonic()
@@ -679,7 +687,9 @@ def reload_under_load(run, mode):
                               "body": json.dumps(INFER_3)})
 
     def replace_20_times():
-        wrk = subprocess.Popen(["wrk", "-t2", "-c%d" % WRK_CONNECTIONS, "-d600s", "-s", script,
+        # wrk's timeout is the server's queue timeout: a slow answer on a busy machine still counts.
+        wrk = subprocess.Popen(["wrk", "-t2", "-c%d" % WRK_CONNECTIONS, "-d600s", "--timeout", "10s",
+                                "-s", script,
                                 "http://127.0.0.1:%d/v2/models/digits/infer" % port],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         swaps = []
