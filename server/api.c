@@ -8,6 +8,7 @@
 #include "ui.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,38 +17,49 @@
 
 enum {
     API_DEFAULT_TOP = 5,
+    API_REPO_MAX_BODY = 64 * 1024, /* bytes of a repository request's JSON body */
+    API_MAX_LIVE = 4096,           /* loaded versions /metrics reports on */
 };
 
+/* The KServe v2 extensions, and Triton's model_repository when models can change. */
 static const char *const server_extensions =
     "[\"binary_tensor_data\",\"model_shapes\",\"image_predictions\"]";
+static const char *const server_extensions_repository =
+    "[\"binary_tensor_data\",\"model_shapes\",\"image_predictions\",\"model_repository\"]";
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
-static model_entry *find_model(server *s, const char *name, size_t len)
+static srv_status bad_version(request *rq, const char *v, size_t len)
 {
-    for (int i = 0; i < s->nmodels; i++)
-        if (strlen(s->models[i].name) == len && !memcmp(s->models[i].name, name, len))
-            return &s->models[i];
-    return NULL;
+    return srv_fail(
+        rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+        "version '%.*s' is not a version number: 1 to %d digits, without a leading zero",
+        (int)(len > 64 ? 64 : len), v, REPO_MAX_VERSION_DIGITS);
 }
 
-static srv_status unknown_model(request *rq, const char *name, size_t len)
+/* /v2/repository/models/{name}/load and .../unload; `name` is what follows the prefix. */
+static srv_status route_repository_model(request *rq, const char *name)
 {
-    char list[512] = "";
-    size_t o = 0;
-    for (int i = 0; i < rq->srv->nmodels && o < sizeof list; i++)
-        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "",
-                              rq->srv->models[i].name);
-    return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_NOT_FOUND,
-                    "model '%.*s' is not loaded (loaded: %s)", (int)(len > 128 ? 128 : len), name,
-                    list);
+    const char *slash = strchr(name, '/');
+    if (!slash || (strcmp(slash, "/load") && strcmp(slash, "/unload")))
+        return SRV_NOT_FOUND;
+    size_t nlen = (size_t)(slash - name);
+    rq->route = !strcmp(slash, "/load") ? ROUTE_REPO_LOAD : ROUTE_REPO_UNLOAD;
+    if (nlen >= sizeof rq->repo_name)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "model name '%.64s...' is longer than %zu bytes", name,
+                        sizeof rq->repo_name - 1);
+    memcpy(rq->repo_name, name, nlen);
+    rq->repo_name[nlen] = 0;
+    return SRV_OK;
 }
 
 srv_status api_route(request *rq, const char *url, const char *method)
 {
     server *s = rq->srv;
     const char *allow = "GET";
-    static const char models_prefix[] = "/v2/models/", predict_prefix[] = "/predictions/";
+    static const char models_prefix[] = "/v2/models/", predict_prefix[] = "/predictions/",
+                      repo_models_prefix[] = "/v2/repository/models/", versions[] = "/versions/";
 
     if (!strcmp(url, "/v2/health/live") || !strcmp(url, "/v2/health/ready")) {
         rq->route = ROUTE_HEALTH;
@@ -56,6 +68,17 @@ srv_status api_route(request *rq, const char *url, const char *method)
         rq->route = ROUTE_SERVER;
     } else if (!strcmp(url, "/metrics")) {
         rq->route = ROUTE_METRICS;
+    } else if (s->control != REPO_CONTROL_NONE && !strcmp(url, "/v2/repository/index")) {
+        rq->route = ROUTE_REPO_INDEX; /* Triton's model_repository extension: off with none */
+        allow = "POST";
+    } else if (s->control != REPO_CONTROL_NONE &&
+               !strncmp(url, repo_models_prefix, sizeof repo_models_prefix - 1)) {
+        srv_status st = route_repository_model(rq, url + sizeof repo_models_prefix - 1);
+        if (st == SRV_NOT_FOUND)
+            goto no_route;
+        if (st != SRV_OK)
+            return st;
+        allow = "POST";
     } else if (!strncmp(url, models_prefix, sizeof models_prefix - 1) ||
                !strncmp(url, predict_prefix, sizeof predict_prefix - 1)) {
         bool predict = url[1] == 'p';
@@ -63,9 +86,24 @@ srv_status api_route(request *rq, const char *url, const char *method)
         const char *slash = strchr(name, '/');
         size_t nlen = slash ? (size_t)(slash - name) : strlen(name);
         const char *rest = slash ? slash : "";
-        if (predict) {
-            if (*rest)
+        /* A version: /predictions/{m}/{v} as TorchServe, /v2/models/{m}/versions/{v}/... as the
+         * Open Inference Protocol. 0 = the newest ready version. */
+        const char *vtext = NULL;
+        size_t vlen = 0;
+        int64_t version = 0;
+        if (predict && *rest) {
+            vtext = rest + 1;
+            if (strchr(vtext, '/'))
                 goto no_route;
+            vlen = strlen(vtext);
+            rest = "";
+        } else if (!predict && !strncmp(rest, versions, sizeof versions - 1)) {
+            vtext = rest + sizeof versions - 1;
+            const char *vslash = strchr(vtext, '/');
+            vlen = vslash ? (size_t)(vslash - vtext) : strlen(vtext);
+            rest = vslash ? vslash : "";
+        }
+        if (predict) {
             rq->route = ROUTE_PREDICT;
             allow = "POST, PUT";
         } else if (!*rest) {
@@ -80,9 +118,13 @@ srv_status api_route(request *rq, const char *url, const char *method)
         } else {
             goto no_route;
         }
-        rq->model = find_model(s, name, nlen);
-        if (!rq->model)
-            return unknown_model(rq, name, nlen);
+        if (vtext && !repo_version_parse(vtext, vlen, &version))
+            return bad_version(rq, vtext, vlen);
+        /* The one seam to a model: a counted reference to the version that will answer. */
+        srv_status st = repository_acquire(s->repo, name, nlen, version, &rq->model, rq->errbuf,
+                                           sizeof rq->errbuf);
+        if (st != SRV_OK)
+            return st;
         rq->model_index = rq->model->index;
     } else if (ui_find(&s->cfg, url)) {
         rq->route = ROUTE_UI;
@@ -110,7 +152,9 @@ srv_status api_route(request *rq, const char *url, const char *method)
     if (!ok)
         return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_METHOD,
                         "method %s is not allowed on %s; use %s", method, rq->path, allow);
-    rq->has_body = rq->route == ROUTE_INFER || rq->route == ROUTE_PREDICT;
+    rq->has_body = rq->route == ROUTE_INFER || rq->route == ROUTE_PREDICT ||
+                   rq->route == ROUTE_REPO_INDEX || rq->route == ROUTE_REPO_LOAD ||
+                   rq->route == ROUTE_REPO_UNLOAD;
     return SRV_OK;
 no_route:
     return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_NOT_FOUND, "no route for %s %s", method,
@@ -132,6 +176,20 @@ static bool media_type_is(const char *ct, const char *type)
 srv_status api_check_headers(request *rq)
 {
     const char *ct = header(rq, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (rq->route == ROUTE_REPO_INDEX || rq->route == ROUTE_REPO_LOAD ||
+        rq->route == ROUTE_REPO_UNLOAD) {
+        const char *cl = header(rq, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > API_REPO_MAX_BODY)
+            return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_TOO_LARGE,
+                            "a repository request's body is at most %d bytes of JSON",
+                            API_REPO_MAX_BODY);
+        if (ct && !media_type_is(ct, "application/json") &&
+            !media_type_is(ct, "application/x-www-form-urlencoded"))
+            return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_MEDIA_TYPE,
+                            "Content-Type '%.64s' is not supported here; send application/json",
+                            ct);
+        return SRV_OK;
+    }
     if (rq->route == ROUTE_INFER) {
         const char *ihcl = header(rq, "Inference-Header-Content-Length");
         if (ihcl) {
@@ -316,6 +374,8 @@ static enum MHD_Result handle_model(request *rq)
     text t = {0};
     text_put(&t, "{\"name\":");
     text_json_string(&t, me->name, strlen(me->name));
+    text_put(&t, ",\"version\":\"%s\",\"versions\":", me->version_str);
+    repository_ready_versions(rq->srv->repo, me, &t);
     text_put(&t, ",\"platform\":\"convserve_onednn\",\"inputs\":[{\"name\":");
     text_json_string(&t, sp->input_name, strlen(sp->input_name));
     text_put(&t, ",\"datatype\":\"FP32\",\"shape\":");
@@ -359,14 +419,113 @@ static enum MHD_Result handle_model(request *rq)
 static enum MHD_Result handle_metrics(request *rq)
 {
     server *s = rq->srv;
-    int queued[s->nmodels > 0 ? s->nmodels : 1];
-    for (int i = 0; i < s->nmodels; i++)
-        queued[i] = batcher_queued(s->models[i].batcher);
+    metrics_live *live = malloc(API_MAX_LIVE * sizeof *live);
+    if (!live)
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory rendering metrics");
+    int nlive = repository_live(s->repo, live, API_MAX_LIVE);
     size_t len;
-    char *body = metrics_render(s->metrics, queued, &len);
+    char *body = metrics_render(s->metrics, live, nlive, &len);
+    free(live);
     if (!body)
         return reply_error(rq, SRV_UNAVAILABLE, "out of memory rendering metrics");
     return reply_raw(rq, 200, "text/plain; version=0.0.4", body, len, NULL);
+}
+
+/* ---- the repository API (Triton's model_repository extension) ----------------------------- */
+
+/* The optional JSON body of a repository request: nothing, or an object (*out, or NULL). */
+static srv_status repo_body(request *rq, json_t **out)
+{
+    *out = NULL;
+    size_t i = 0;
+    while (i < rq->len && strchr(" \t\r\n", rq->body[i]))
+        i++;
+    if (i == rq->len)
+        return SRV_OK;
+    if (rq->len > API_REPO_MAX_BODY)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_TOO_LARGE,
+                        "a repository request's body is at most %d bytes of JSON",
+                        API_REPO_MAX_BODY);
+    json_error_t e;
+    json_t *root = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &e);
+    if (!root)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "invalid JSON at line %d, column %d: %s", e.line, e.column, e.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "the request body must be a JSON object");
+    }
+    *out = root;
+    return SRV_OK;
+}
+
+/* {"parameters": {...}} of load and unload: convserve reads each model from its folder, so the
+ * only parameter taken is unload's unload_dependents (there are no dependents to unload). */
+static srv_status repo_parameters(request *rq, const json_t *body)
+{
+    const char *key;
+    json_t *v;
+    json_t *params = json_object_get(body, "parameters");
+    if (!params)
+        return SRV_OK;
+    if (!json_is_object(params))
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "\"parameters\" must be an object");
+    json_object_foreach(params, key, v)
+    {
+        if (rq->route == ROUTE_REPO_UNLOAD && !strcmp(key, "unload_dependents") &&
+            json_is_boolean(v))
+            continue;
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                        "parameter '%.64s' is not supported: convserve %s", key,
+                        rq->route == ROUTE_REPO_LOAD
+                            ? "loads model.json and its weights from the model's folder"
+                            : "takes only unload_dependents (a boolean) on unload");
+    }
+    return SRV_OK;
+}
+
+static enum MHD_Result handle_repo_index(request *rq)
+{
+    json_t *body;
+    srv_status st = repo_body(rq, &body);
+    if (st != SRV_OK)
+        return reply_error(rq, st, "%s", rq->errbuf);
+    json_t *ready = body ? json_object_get(body, "ready") : NULL;
+    if (ready && !json_is_boolean(ready)) {
+        json_decref(body);
+        return reply_error(rq, SRV_BAD_REQUEST, "\"ready\" must be true or false");
+    }
+    bool ready_only = ready && json_is_true(ready);
+    json_decref(body);
+    text t = {0};
+    repository_index(rq->srv->repo, ready_only, NULL, 0, &t);
+    return reply_json(rq, 200, &t);
+}
+
+/* Runs on the repository's thread when a load or unload has finished. */
+static void repo_done(void *ctx, srv_status status, const char *msg)
+{
+    request_wake(ctx, status, msg);
+}
+
+static enum MHD_Result handle_repo_command(request *rq)
+{
+    json_t *body;
+    srv_status st = repo_body(rq, &body);
+    if (st == SRV_OK && body)
+        st = repo_parameters(rq, body);
+    json_decref(body);
+    if (st != SRV_OK)
+        return reply_error(rq, st, "%s", rq->errbuf);
+    request_park(rq);
+    st = repository_command(rq->srv->repo, rq->route == ROUTE_REPO_LOAD ? REPO_LOAD : REPO_UNLOAD,
+                            rq->repo_name, strlen(rq->repo_name), repo_done, rq, rq->errbuf,
+                            sizeof rq->errbuf);
+    if (st != SRV_OK)
+        request_wake(rq, st, rq->errbuf);
+    return MHD_YES;
 }
 
 /* ---- inference ---------------------------------------------------------------------------- */
@@ -570,8 +729,9 @@ enum MHD_Result api_handle(request *rq)
     }
     case ROUTE_SERVER: {
         text t = {0};
-        text_put(&t, "{\"name\":\"convserve\",\"version\":\"%s\",\"extensions\":%s}",
-                 CONVSERVE_VERSION, server_extensions);
+        text_put(
+            &t, "{\"name\":\"convserve\",\"version\":\"%s\",\"extensions\":%s}", CONVSERVE_VERSION,
+            s->control == REPO_CONTROL_NONE ? server_extensions : server_extensions_repository);
         return reply_json(rq, 200, &t);
     }
     case ROUTE_MODEL:
@@ -582,7 +742,7 @@ enum MHD_Result api_handle(request *rq)
         text t = {0};
         text_put(&t, "{\"name\":");
         text_json_string(&t, rq->model->name, strlen(rq->model->name));
-        text_put(&t, ",\"ready\":true}");
+        text_put(&t, ",\"version\":\"%s\",\"ready\":true}", rq->model->version_str);
         return reply_json(rq, 200, &t);
     }
     case ROUTE_SHAPES:
@@ -612,6 +772,13 @@ enum MHD_Result api_handle(request *rq)
         if (!rq->arrived_ready)
             return reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
         return handle_predict(rq);
+    case ROUTE_REPO_INDEX:
+        return handle_repo_index(rq);
+    case ROUTE_REPO_LOAD:
+    case ROUTE_REPO_UNLOAD:
+        if (!rq->arrived_ready)
+            return reply_error(rq, SRV_UNAVAILABLE, "the server is not ready");
+        return handle_repo_command(rq);
     }
     return reply_error(rq, SRV_INTERNAL, "unhandled route");
 }
@@ -627,6 +794,7 @@ static enum MHD_Result finish_infer(request *rq)
     text t = {0};
     text_put(&t, "{\"model_name\":");
     text_json_string(&t, me->name, strlen(me->name));
+    text_put(&t, ",\"model_version\":\"%s\"", me->version_str);
     if (q->has_id) {
         text_put(&t, ",\"id\":");
         text_json_string(&t, q->id, strlen(q->id));
@@ -716,6 +884,7 @@ static enum MHD_Result finish_predict(request *rq)
     text t = {0};
     text_put(&t, "{\"model_name\":");
     text_json_string(&t, me->name, strlen(me->name));
+    text_put(&t, ",\"model_version\":\"%s\"", me->version_str);
     text_put(&t, ",\"input_shape\":");
     put_dims(&t, rq->job.dims, rq->job.rank);
     text_put(&t, ",\"output_shape\":");
@@ -769,6 +938,12 @@ enum MHD_Result api_finish(request *rq)
 {
     if (rq->job.status != SRV_OK)
         return reply_error(rq, rq->job.status, "%s", rq->job.err);
+    if (rq->route == ROUTE_REPO_LOAD || rq->route == ROUTE_REPO_UNLOAD) {
+        /* The model's lines of the index, as they stand now. */
+        text t = {0};
+        repository_index(rq->srv->repo, false, rq->repo_name, strlen(rq->repo_name), &t);
+        return reply_json(rq, 200, &t);
+    }
     metrics_queue_wait(rq->srv->metrics, rq->model_index, rq->job.started_ns - rq->job.enqueued_ns);
     if (rq->route == ROUTE_INFER)
         return finish_infer(rq);

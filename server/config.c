@@ -1,6 +1,7 @@
 /* config.c - parses the settings table of config.h from defaults, environment and command line. */
 #include "config.h"
 #include "log.h"
+#include "repository.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -110,6 +111,12 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
     }
     if (strcmp(cfg->ui, "on") && strcmp(cfg->ui, "off")) {
         snprintf(err, errlen, "--ui: '%s' is not on or off", cfg->ui);
+        return CONFIG_ERROR;
+    }
+    repo_control control;
+    if (!repo_control_parse(cfg->model_control, &control)) {
+        snprintf(err, errlen, "--model-control: '%s' is not none, poll or explicit",
+                 cfg->model_control);
         return CONFIG_ERROR;
     }
     return CONFIG_RUN;

@@ -51,7 +51,12 @@
     XX(log_level, "--log-level", "CONVSERVE_LOG_LEVEL", STR, "info", 0, 0,                         \
        "error, warn, info (one line per request) or debug")                                        \
     XX(ui, "--ui", "CONVSERVE_UI", STR, "on", 0, 0,                                                \
-       "on: the browser page at / and the API docs at /docs; off: 404 there")
+       "on: the browser page at / and the API docs at /docs; off: 404 there")                      \
+    XX(model_control, "--model-control", "CONVSERVE_MODEL_CONTROL", STR, "none", 0, 0,             \
+       "none: the models found at startup; poll: rescan every --poll-seconds and on SIGHUP; "      \
+       "explicit: the repository API loads and unloads (SIGHUP rescans)")                          \
+    XX(poll_seconds, "--poll-seconds", "CONVSERVE_POLL_SECONDS", INT, "15", 1, 86400,              \
+       "with --model-control poll: seconds between two scans of the repository")
 
 typedef struct {
 #define CONFIG_FIELD_STR(field)                                 const char *field;

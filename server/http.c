@@ -206,8 +206,10 @@ static void log_access(const server *s, const request *rq, int code, int64_t dt,
         else if (sa->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof addr);
     }
-    server_log(s, LOG_INFO, "%s \"%s %s\" %d %zuB %.3fms batch=%d%s", addr, rq->method, rq->path,
-               code, rq->resp_bytes, (double)dt / HTTP_NS_PER_MS, rq->job.batch_size,
+    /* The version that answered: the one whose reference the request held. */
+    server_log(s, LOG_INFO, "%s \"%s %s\" %d %zuB %.3fms batch=%d%s%s%s", addr, rq->method,
+               rq->path, code, rq->resp_bytes, (double)dt / HTTP_NS_PER_MS, rq->job.batch_size,
+               rq->model ? " version=" : "", rq->model ? rq->model->version_str : "",
                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)");
 }
 
@@ -290,8 +292,7 @@ void http_shutdown(server *s)
     wait_idle(s, deadline);
     int left = atomic_load(&s->inflight);
     /* Finish whatever is still queued, so that no connection stays suspended. */
-    for (int i = 0; i < s->nmodels; i++)
-        batcher_stop(s->models[i].batcher);
+    repository_stop(s->repo);
     wait_idle(s, monotonic_ns() + HTTP_DRAIN_S * HTTP_NS_PER_S);
     if (left > 0)
         server_log(s, LOG_WARN, "%d requests were still open after %llds", left,

@@ -1,5 +1,6 @@
-/* metrics.c - request, latency and batch statistics in Prometheus' text exposition format. */
+/* metrics.c - request, latency, batch and model-load statistics in Prometheus' text format. */
 #include "metrics.h"
+#include "spec.h"
 #include "text.h"
 
 #include <pthread.h>
@@ -8,7 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { METRICS_MAX_CODES = 16 };
+enum {
+    METRICS_MAX_CODES = 16,
+    METRICS_MAX_SERIES = 4096, /* (model, version) pairs over the life of the process */
+    METRICS_INITIAL_SERIES = 16,
+    METRICS_VERSION_MAX = 24, /* bytes of a version label, NUL included */
+};
 
 static const double latency_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
@@ -23,33 +29,36 @@ typedef struct {
 } histogram;
 
 typedef struct {
+    char model[SPEC_MAX_NAME];
+    char version[METRICS_VERSION_MAX];
     int codes[METRICS_MAX_CODES];
     uint64_t code_counts[METRICS_MAX_CODES];
     int ncodes;
     histogram request, queue, batch, run;
     uint64_t inferences;
-} model_stats;
+    uint64_t loads_ok, loads_failed;
+    double last_load_s;
+} series_stats;
 
 struct metrics {
     pthread_mutex_t mu;
-    int nmodels;
-    const char *const *names;
-    model_stats *stats; /* nmodels + 1; the last is "no model" */
+    series_stats none; /* requests that reached no model */
+    series_stats *series;
+    int nseries, cap;
     int64_t inflight;
 };
 
-metrics *metrics_create(const char *const *names, int nmodels)
+metrics *metrics_create(void)
 {
     metrics *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
-    m->stats = calloc((size_t)nmodels + 1, sizeof *m->stats);
-    if (!m->stats) {
+    m->series = calloc(METRICS_INITIAL_SERIES, sizeof *m->series);
+    if (!m->series) {
         free(m);
         return NULL;
     }
-    m->nmodels = nmodels;
-    m->names = names;
+    m->cap = METRICS_INITIAL_SERIES;
     pthread_mutex_init(&m->mu, NULL);
     return m;
 }
@@ -59,13 +68,41 @@ void metrics_destroy(metrics *m)
     if (!m)
         return;
     pthread_mutex_destroy(&m->mu);
-    free(m->stats);
+    free(m->series);
     free(m);
 }
 
-static model_stats *stats_of(metrics *m, int model)
+int metrics_series(metrics *m, const char *model, const char *version)
 {
-    return &m->stats[model >= 0 && model < m->nmodels ? model : m->nmodels];
+    int found = -1;
+    pthread_mutex_lock(&m->mu);
+    for (int i = 0; i < m->nseries && found < 0; i++)
+        if (!strcmp(m->series[i].model, model) && !strcmp(m->series[i].version, version))
+            found = i;
+    if (found < 0 && m->nseries < METRICS_MAX_SERIES) {
+        if (m->nseries == m->cap) {
+            int cap = m->cap * 2;
+            series_stats *ns = realloc(m->series, (size_t)cap * sizeof *ns);
+            if (ns) {
+                m->series = ns;
+                m->cap = cap;
+            }
+        }
+        if (m->nseries < m->cap) {
+            series_stats *s = &m->series[m->nseries];
+            memset(s, 0, sizeof *s);
+            snprintf(s->model, sizeof s->model, "%s", model);
+            snprintf(s->version, sizeof s->version, "%s", version);
+            found = m->nseries++;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    return found;
+}
+
+static series_stats *stats_of(metrics *m, int series)
+{
+    return series >= 0 && series < m->nseries ? &m->series[series] : &m->none;
 }
 
 static void observe(histogram *h, const double *bounds, size_t nb, double v)
@@ -77,10 +114,10 @@ static void observe(histogram *h, const double *bounds, size_t nb, double v)
     h->sum += v;
 }
 
-void metrics_request(metrics *m, int model, int http_code, int64_t duration_ns)
+void metrics_request(metrics *m, int series, int http_code, int64_t duration_ns)
 {
     pthread_mutex_lock(&m->mu);
-    model_stats *s = stats_of(m, model);
+    series_stats *s = stats_of(m, series);
     int i;
     for (i = 0; i < s->ncodes && s->codes[i] != http_code; i++)
         ;
@@ -94,20 +131,20 @@ void metrics_request(metrics *m, int model, int http_code, int64_t duration_ns)
     pthread_mutex_unlock(&m->mu);
 }
 
-void metrics_batch(metrics *m, int model, int samples, int64_t run_ns)
+void metrics_batch(metrics *m, int series, int samples, int64_t run_ns)
 {
     pthread_mutex_lock(&m->mu);
-    model_stats *s = stats_of(m, model);
+    series_stats *s = stats_of(m, series);
     observe(&s->batch, batch_buckets, BATCH_BUCKETS, samples);
     observe(&s->run, latency_buckets, LATENCY_BUCKETS, (double)run_ns * 1e-9);
     s->inferences += (uint64_t)samples;
     pthread_mutex_unlock(&m->mu);
 }
 
-void metrics_queue_wait(metrics *m, int model, int64_t wait_ns)
+void metrics_queue_wait(metrics *m, int series, int64_t wait_ns)
 {
     pthread_mutex_lock(&m->mu);
-    observe(&stats_of(m, model)->queue, latency_buckets, LATENCY_BUCKETS, (double)wait_ns * 1e-9);
+    observe(&stats_of(m, series)->queue, latency_buckets, LATENCY_BUCKETS, (double)wait_ns * 1e-9);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -118,63 +155,155 @@ void metrics_inflight(metrics *m, int delta)
     pthread_mutex_unlock(&m->mu);
 }
 
-static void put_histogram(text *t, const char *name, const char *model, const histogram *h,
-                          const double *bounds, size_t nb)
+void metrics_model_load(metrics *m, int series, bool ok, int64_t duration_ns)
 {
-    for (size_t i = 0; i < nb; i++)
-        text_put(t, "%s_bucket{model=\"%s\",le=\"%g\"} %llu\n", name, model, bounds[i],
-                 (unsigned long long)h->counts[i]);
-    text_put(t, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n", name, model,
-             (unsigned long long)h->n);
-    text_put(t, "%s_sum{model=\"%s\"} %.9g\n", name, model, h->sum);
-    text_put(t, "%s_count{model=\"%s\"} %llu\n", name, model, (unsigned long long)h->n);
+    pthread_mutex_lock(&m->mu);
+    series_stats *s = stats_of(m, series);
+    if (ok)
+        s->loads_ok++;
+    else
+        s->loads_failed++;
+    s->last_load_s = (double)duration_ns * 1e-9;
+    pthread_mutex_unlock(&m->mu);
 }
 
-char *metrics_render(metrics *m, const int *queue_lengths, size_t *len)
+/* A label value as Prometheus' text format wants it: backslash, quote and newline escaped. */
+static void put_label_value(text *t, const char *v)
+{
+    for (const char *p = v; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            text_put(t, "\\%c", *p);
+        else if (*p == '\n')
+            text_put(t, "\\n");
+        else
+            text_append(t, p, 1);
+    }
+}
+
+/* name{model="...",version="..."<extra>} */
+static void put_series(text *t, const char *name, const series_stats *s, const char *extra)
+{
+    text_put(t, "%s{model=\"", name);
+    put_label_value(t, s->model);
+    text_put(t, "\",version=\"");
+    put_label_value(t, s->version);
+    text_put(t, "\"%s}", extra);
+}
+
+static void put_histogram(text *t, const char *name, const series_stats *s, const histogram *h,
+                          const double *bounds, size_t nb)
+{
+    char metric[128], extra[64];
+    snprintf(metric, sizeof metric, "%s_bucket", name);
+    for (size_t i = 0; i < nb; i++) {
+        snprintf(extra, sizeof extra, ",le=\"%g\"", bounds[i]);
+        put_series(t, metric, s, extra);
+        text_put(t, " %llu\n", (unsigned long long)h->counts[i]);
+    }
+    put_series(t, metric, s, ",le=\"+Inf\"");
+    text_put(t, " %llu\n", (unsigned long long)h->n);
+    snprintf(metric, sizeof metric, "%s_sum", name);
+    put_series(t, metric, s, "");
+    text_put(t, " %.9g\n", h->sum);
+    snprintf(metric, sizeof metric, "%s_count", name);
+    put_series(t, metric, s, "");
+    text_put(t, " %llu\n", (unsigned long long)h->n);
+}
+
+/* The live entries of one series: summed queue lengths, and whether any of them serves. */
+static void live_of(const metrics_live *live, int nlive, int series, int *queued, bool *ready)
+{
+    *queued = 0;
+    *ready = false;
+    for (int i = 0; i < nlive; i++) {
+        if (live[i].series == series) {
+            *queued += live[i].queued;
+            *ready = *ready || live[i].ready;
+        }
+    }
+}
+
+char *metrics_render(metrics *m, const metrics_live *live, int nlive, size_t *len)
 {
     text t = {0};
     pthread_mutex_lock(&m->mu);
-    int n = m->nmodels;
-
-    text_put(&t,
-             "# HELP convserve_requests_total HTTP requests answered, by model and status code.\n"
-             "# TYPE convserve_requests_total counter\n");
+    int n = m->nseries;
+    /* Requests that reached no model come last (i == n), under empty labels. */
+    text_put(&t, "# HELP convserve_requests_total HTTP requests answered, by model, version and "
+                 "status code.\n"
+                 "# TYPE convserve_requests_total counter\n");
     for (int i = 0; i <= n; i++) {
-        const model_stats *s = &m->stats[i];
-        for (int c = 0; c < s->ncodes; c++)
-            text_put(&t, "convserve_requests_total{model=\"%s\",code=\"%d\"} %llu\n",
-                     i < n ? m->names[i] : "", s->codes[c], (unsigned long long)s->code_counts[c]);
+        const series_stats *s = i < n ? &m->series[i] : &m->none;
+        for (int c = 0; c < s->ncodes; c++) {
+            char extra[32];
+            snprintf(extra, sizeof extra, ",code=\"%d\"", s->codes[c]);
+            put_series(&t, "convserve_requests_total", s, extra);
+            text_put(&t, " %llu\n", (unsigned long long)s->code_counts[c]);
+        }
     }
     text_put(&t, "# HELP convserve_request_duration_seconds Time from request headers to answer.\n"
                  "# TYPE convserve_request_duration_seconds histogram\n");
-    for (int i = 0; i <= n; i++)
-        put_histogram(&t, "convserve_request_duration_seconds", i < n ? m->names[i] : "",
-                      &m->stats[i].request, latency_buckets, LATENCY_BUCKETS);
+    for (int i = 0; i <= n; i++) {
+        const series_stats *s = i < n ? &m->series[i] : &m->none;
+        put_histogram(&t, "convserve_request_duration_seconds", s, &s->request, latency_buckets,
+                      LATENCY_BUCKETS);
+    }
     text_put(&t, "# HELP convserve_queue_duration_seconds Time a request waited for its batch.\n"
                  "# TYPE convserve_queue_duration_seconds histogram\n");
     for (int i = 0; i < n; i++)
-        put_histogram(&t, "convserve_queue_duration_seconds", m->names[i], &m->stats[i].queue,
+        put_histogram(&t, "convserve_queue_duration_seconds", &m->series[i], &m->series[i].queue,
                       latency_buckets, LATENCY_BUCKETS);
     text_put(&t, "# HELP convserve_inference_duration_seconds Time the engine took per batch.\n"
                  "# TYPE convserve_inference_duration_seconds histogram\n");
     for (int i = 0; i < n; i++)
-        put_histogram(&t, "convserve_inference_duration_seconds", m->names[i], &m->stats[i].run,
+        put_histogram(&t, "convserve_inference_duration_seconds", &m->series[i], &m->series[i].run,
                       latency_buckets, LATENCY_BUCKETS);
     text_put(&t, "# HELP convserve_batch_size Samples per executed batch.\n"
                  "# TYPE convserve_batch_size histogram\n");
     for (int i = 0; i < n; i++)
-        put_histogram(&t, "convserve_batch_size", m->names[i], &m->stats[i].batch, batch_buckets,
+        put_histogram(&t, "convserve_batch_size", &m->series[i], &m->series[i].batch, batch_buckets,
                       BATCH_BUCKETS);
-    text_put(&t, "# HELP convserve_inferences_total Samples run through each model.\n"
+    text_put(&t, "# HELP convserve_inferences_total Samples run through each model version.\n"
                  "# TYPE convserve_inferences_total counter\n");
-    for (int i = 0; i < n; i++)
-        text_put(&t, "convserve_inferences_total{model=\"%s\"} %llu\n", m->names[i],
-                 (unsigned long long)m->stats[i].inferences);
-    text_put(&t, "# HELP convserve_queue_length Requests waiting in each model's queue.\n"
+    for (int i = 0; i < n; i++) {
+        put_series(&t, "convserve_inferences_total", &m->series[i], "");
+        text_put(&t, " %llu\n", (unsigned long long)m->series[i].inferences);
+    }
+    text_put(&t, "# HELP convserve_queue_length Requests waiting in each model version's queue.\n"
                  "# TYPE convserve_queue_length gauge\n");
-    for (int i = 0; i < n; i++)
-        text_put(&t, "convserve_queue_length{model=\"%s\"} %d\n", m->names[i],
-                 queue_lengths ? queue_lengths[i] : 0);
+    for (int i = 0; i < n; i++) {
+        int queued;
+        bool ready;
+        live_of(live, nlive, i, &queued, &ready);
+        put_series(&t, "convserve_queue_length", &m->series[i], "");
+        text_put(&t, " %d\n", queued);
+    }
+    text_put(&t, "# HELP convserve_model_ready 1 while the version serves, 0 once it is unloaded "
+                 "or failed to load.\n"
+                 "# TYPE convserve_model_ready gauge\n");
+    for (int i = 0; i < n; i++) {
+        int queued;
+        bool ready;
+        live_of(live, nlive, i, &queued, &ready);
+        put_series(&t, "convserve_model_ready", &m->series[i], "");
+        text_put(&t, " %d\n", ready ? 1 : 0);
+    }
+    text_put(&t, "# HELP convserve_model_loads_total Attempts to load and warm up a version, by "
+                 "result.\n"
+                 "# TYPE convserve_model_loads_total counter\n");
+    for (int i = 0; i < n; i++) {
+        put_series(&t, "convserve_model_loads_total", &m->series[i], ",result=\"success\"");
+        text_put(&t, " %llu\n", (unsigned long long)m->series[i].loads_ok);
+        put_series(&t, "convserve_model_loads_total", &m->series[i], ",result=\"failure\"");
+        text_put(&t, " %llu\n", (unsigned long long)m->series[i].loads_failed);
+    }
+    text_put(&t, "# HELP convserve_model_load_seconds How long the last load and warm-up of the "
+                 "version took.\n"
+                 "# TYPE convserve_model_load_seconds gauge\n");
+    for (int i = 0; i < n; i++) {
+        put_series(&t, "convserve_model_load_seconds", &m->series[i], "");
+        text_put(&t, " %.6f\n", m->series[i].last_load_s);
+    }
     text_put(&t,
              "# HELP convserve_inflight_requests Requests received and not yet answered.\n"
              "# TYPE convserve_inflight_requests gauge\n"

@@ -32,6 +32,7 @@ void request_destroy(request *rq)
     if (!rq)
         return;
     server *s = rq->srv;
+    repository_release(rq->model);
     infer_request_free(&rq->q);
     free(rq->in);
     free(rq->out);
@@ -94,4 +95,18 @@ void request_submit(request *rq)
         rq->state = REQUEST_DONE;
         MHD_resume_connection(rq->conn);
     }
+}
+
+void request_park(request *rq)
+{
+    rq->state = REQUEST_QUEUED;
+    MHD_suspend_connection(rq->conn);
+}
+
+void request_wake(request *rq, srv_status status, const char *msg)
+{
+    rq->job.status = status;
+    snprintf(rq->job.err, sizeof rq->job.err, "%s", msg);
+    rq->state = REQUEST_DONE;
+    MHD_resume_connection(rq->conn);
 }

@@ -15,9 +15,10 @@
  * (worker, pool, or a refusal) has set the outcome and resumed the connection; the daemon then
  * calls api_finish() on a libmicrohttpd thread, which answers (ANSWERING).
  *
- * Everything a request uses of a model is reached through `model`: when model versions arrive
- * (issue 13), that pointer becomes a counted reference taken in api_route() and released in
- * request_destroy().
+ * Everything a request uses of a model is reached through `model`: a counted reference to one
+ * version (repository.h), taken in api_route() and released in request_destroy(), so that a
+ * version replaced or unloaded meanwhile lives until its last request is done. A load or unload
+ * through the repository API waits suspended (QUEUED) for the repository's thread the same way.
  */
 #ifndef CONVSERVE_REQUEST_H
 #define CONVSERVE_REQUEST_H
@@ -42,6 +43,10 @@ typedef enum {
     ROUTE_METRICS, /* /metrics */
     ROUTE_OPTIONS, /* CORS preflight */
     ROUTE_UI,      /* the browser page, the API docs and their files (ui.c) */
+
+    ROUTE_REPO_INDEX,  /* /v2/repository/index */
+    ROUTE_REPO_LOAD,   /* /v2/repository/models/{name}/load */
+    ROUTE_REPO_UNLOAD, /* /v2/repository/models/{name}/unload */
 } route_kind;
 
 typedef enum {
@@ -78,6 +83,9 @@ typedef struct request {
     model_entry *model;
     const struct ui_asset *asset; /* ROUTE_UI: the file asked for */
     int model_index;              /* for metrics; -1 when no model */
+
+    /* the model is a counted reference (repository_acquire); a load or unload names its model */
+    char repo_name[SPEC_MAX_NAME];
 
     /* an answer decided from the headers, sent once the body is in */
     srv_status early;
@@ -120,5 +128,11 @@ bool request_body_append(request *rq, const char *data, size_t n);
  * connection is resumed in state DONE when the job has run or was refused; rq->job.status and
  * rq->job.err then hold the outcome. */
 void request_submit(request *rq);
+
+/* Suspends the connection while other work (the repository's thread) has the request (state
+ * QUEUED); request_wake() sets the outcome in rq->job.status and rq->job.err and resumes it in
+ * state DONE, from any thread, exactly once. */
+void request_park(request *rq);
+void request_wake(request *rq, srv_status status, const char *msg);
 
 #endif

@@ -11,26 +11,30 @@
 #include "engine.h"
 #include "log.h"
 #include "metrics.h"
+#include "repository.h"
 
 #define CONVSERVE_VERSION "0.1.0"
 
 struct server;
 
-typedef struct {
+/* One version of a model as requests see it: its engine model and batcher, for as long as the
+ * request holds its reference (repository.h). Read-only once published. */
+typedef struct model_entry {
     struct server *srv;
     const char *name; /* = spec name = folder name */
+    int64_t version;
+    char version_str[REPO_VERSION_STR]; /* "2" */
     engine_model *model;
     batcher *batcher;
-    int index;
+    int index;     /* its metrics series (model and version) */
     int max_batch; /* after the --max-batch-size override */
 } model_entry;
 
 typedef struct server {
     config cfg;
     log_level level;
-    model_entry *models;
-    int nmodels;
-    const char **model_names;
+    repo_control control;
+    repository *repo;
     metrics *metrics;
     struct MHD_Daemon *daemon;
     struct guard *guard; /* closes connections that take too long to send a request */
@@ -41,11 +45,6 @@ typedef struct server {
 
 /* One line to stderr with a UTC timestamp, if `level` is enabled for the server (log.h). */
 #define server_log(s, lvl, ...) log_write((s)->level, (lvl), __VA_ARGS__)
-
-/* Loads every model folder of cfg.models and starts its worker (warm-up included). On failure
- * returns false with the engine's message in err. */
-bool server_load_models(server *s, char *err, size_t errlen);
-void server_unload_models(server *s);
 
 /* Starts the HTTP daemon on cfg.host:cfg.port and records the bound port in s->port. */
 bool http_start(server *s, char *err, size_t errlen);

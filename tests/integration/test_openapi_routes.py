@@ -3,8 +3,8 @@
 
   test_openapi_routes.py --binary build/convserve --models config/models --spec openapi.yaml
 
-Starts the server (--port 0, with an API key and a CORS origin so that every documented
-behaviour is reachable), then checks:
+Starts the server (--port 0, with an API key, a CORS origin and --model-control explicit so that
+every documented behaviour is reachable; {model} is digits and {version} 1), then checks:
 
   1. every path + method of openapi.yaml, sent a valid request (model=digits), is routed (not the
      server's "no route for ..." 404), answers a status code documented for that operation, and
@@ -13,8 +13,11 @@ behaviour is reachable), then checks:
      a documented 401 with WWW-Authenticate: Bearer;
   3. an undocumented method (DELETE) on every path answers 405 with an Allow header naming exactly
      the documented methods (besides OPTIONS), so no method goes undocumented;
-  4. every route string that api_route() in server/api.c matches appears in openapi.yaml, so an
-     undocumented route fails here.
+  4. every route string that api_route() (and the route_* helpers it calls) in server/api.c
+     matches appears in openapi.yaml, so an undocumented route fails here.
+
+Paths are visited in sorted order, so /v2/repository/models/{model}/unload comes after every
+other route of the model.
 
 Python standard library only. openapi.yaml is read with a line reader that relies on its layout:
 `paths:` at column 0, path keys at 2 spaces, methods at 4, `responses:` / `security: []` at 6,
@@ -108,7 +111,7 @@ class Server:
         self.log = []
         self.proc = subprocess.Popen(
             [binary, "--port", "0", "--models", models, "--api-key", API_KEY,
-             "--cors-origin", ORIGIN, "--log-level", "info"],
+             "--cors-origin", ORIGIN, "--log-level", "info", "--model-control", "explicit"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.port = None
         found = threading.Event()
@@ -161,7 +164,7 @@ def tiny_png(width, height):
 
 def build_request(server, path, method, model, auth):
     """The concrete URL, body and headers of a valid request for a documented operation."""
-    url = path.replace("{model}", model)
+    url = path.replace("{model}", model).replace("{version}", "1")
     headers = {"Authorization": "Bearer " + API_KEY} if auth else {}
     body = None
     if method == "options":
@@ -194,13 +197,15 @@ def build_request(server, path, method, model, auth):
 # ---- server/api.c --------------------------------------------------------------------------
 
 def route_strings(api_c):
-    """(literal, how it is matched) for every "/..." string literal in api_route()."""
+    """(literal, how it is matched) for every "/..." string literal in api_route() and the
+    route_* functions it calls."""
     src = open(api_c, encoding="utf-8").read()
     start = src.find("srv_status api_route(")
     if start < 0:
         raise RuntimeError("api_route() not found in " + api_c)
-    end = src.find("\n}\n", start)
-    body = src[start:end]
+    body = src[start:src.find("\n}\n", start)]
+    for m in re.finditer(r"^static srv_status route_\w+\(", src, re.M):
+        body += src[m.start():src.find("\n}\n", m.start())]
     # The prefixes are declared as char arrays and used by name.
     arrays = dict(re.findall(r'(\w+)\[\]\s*=\s*"(/[^"]*)"', body))
     found = []
@@ -225,8 +230,9 @@ def documented(lit, how, paths):
     if how == "path":
         norm = lit.rstrip("/") or "/"  # "/v2/" is answered as "/v2"
         return norm in keys
-    if how == "prefix":
-        return any(k.startswith(lit) and k[len(lit):].startswith("{") for k in keys)
+    if how == "prefix":  # followed by a {parameter}, at the start or after one
+        return any((k.startswith(lit) and k[len(lit):].startswith("{")) or "}" + lit + "{" in k
+                   for k in keys)
     if how == "suffix":
         return any(re.search(r"\}" + re.escape(lit) + r"$", k) for k in keys)
     return any(lit in k for k in keys)
@@ -294,7 +300,7 @@ def main():
                             % (st, 401 in codes, hdrs.get("www-authenticate")))
 
             # 3. an undocumented method: 405, and Allow names exactly the documented methods
-            url = path.replace("{model}", a.model)
+            url = path.replace("{model}", a.model).replace("{version}", "1")
             st, hdrs, resp = server.request("delete", url,
                                             headers={"Authorization": "Bearer " + API_KEY})
             allow = {m.strip().lower() for m in hdrs.get("allow", "").split(",") if m.strip()}

@@ -254,14 +254,22 @@ def metrics_text(port):
     return b.decode()
 
 
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
 def metric(text, name, **labels):
-    """The value of one sample, or 0 if absent."""
-    want = ",".join('%s="%s"' % kv for kv in labels.items())
-    key = "%s{%s}" % (name, want) if labels else name
+    """The sum of the samples of `name` whose labels include `labels` (a model's series of every
+    version, say), or 0 if there is none."""
+    total = 0.0
     for line in text.splitlines():
-        if line.startswith(key + " "):
-            return float(line.split()[-1])
-    return 0.0
+        m = SAMPLE_RE.match(line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(LABEL_RE.findall(m.group(2) or ""))
+        if all(have.get(k) == str(v) for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
 
 
 # ---- numbers ----------------------------------------------------------------------------------
@@ -450,7 +458,7 @@ class Suite:
 
     def model_ready(self):
         expect_eq(get_json(self.port, "/v2/models/digits/ready"),
-                  {"name": "digits", "ready": True}, "ready body")
+                  {"name": "digits", "version": "1", "ready": True}, "ready body")
 
     def metrics_basic(self):
         text = metrics_text(self.port)
@@ -462,8 +470,8 @@ class Suite:
         expect("# TYPE convserve_requests_total counter" in text, "requests_total is no counter")
         expect("# TYPE convserve_batch_size histogram" in text, "batch_size is no histogram")
         expect(re.search(r"^convserve_inflight_requests \d+$", text, re.M), "inflight gauge")
-        expect(re.search(r'^convserve_queue_length\{model="digits"\} \d+$', text, re.M),
-               "queue_length of digits")
+        expect(re.search(r'^convserve_queue_length\{model="digits",version="1"\} \d+$', text,
+                         re.M), "queue_length of digits")
         for line in text.splitlines():
             expect(line.startswith("#") or re.match(r'^[a-z_]+(\{[^}]*\})? [-+0-9.eE]+$', line),
                    "malformed metrics line %r" % line)

@@ -428,7 +428,7 @@ def main():
         text = ts.metrics_text(port)
         codes = {}
         for line in text.splitlines():
-            m = re.match(r'^convserve_requests_total\{model="[^"]*",code="(\d+)"\} (\d+)', line)
+            m = re.match(r'^convserve_requests_total\{model="[^"]*",version="[^"]*",code="(\d+)"\} (\d+)', line)
             if m:
                 codes[m.group(1)] = codes.get(m.group(1), 0) + int(m.group(2))
         figures["codes"] = codes

@@ -520,7 +520,7 @@ async function checkKey(browser, srv, opt) {
     await page.locator('#metrics-link').click();
     await page.locator('#metrics-dialog[open]').waitFor();
     const metrics = await page.locator('#metrics-text').innerText();
-    check(/convserve_requests_total\{model="digits",code="200"\}/.test(metrics) && !page.url().includes('/metrics'),
+    check(/convserve_requests_total\{model="digits",version="1",code="200"\}/.test(metrics) && !page.url().includes('/metrics'),
           'with the key, Metrics opens the /metrics text in a dialog (fetched with the key)', page.url());
     await page.keyboard.press('Escape');
     check(!(await page.locator('#metrics-dialog[open]').count()), 'Escape closes the metrics dialog');

@@ -10,7 +10,10 @@
 // - Kustomization: the listed resources exist.
 // - Cross-document consistency, the promises the manifests make: OpenMP threads = CPU limit, grace
 //   period >= preStop + CONVSERVE_SHUTDOWN_TIMEOUT, probes on /v2/health/{ready,live} at a declared
-//   port, non-root and read-only root, Service/HPA/PDB pointing at the Deployment.
+//   port, non-root and read-only root, Service/HPA/PDB pointing at the Deployment; startup probes
+//   (Deployment and ServingRuntime) that leave a large network time to load; no Service or PDB
+//   selector that also matches the labels KServe copies to its pods; with CONVSERVE_MODEL_CONTROL
+//   poll, /models mounted whole (no subPath) from a claim defined here.
 // - --compose FILE: the compose file's structure and the same thread / grace-period promises.
 //
 // npm packages (kubernetes-models, yaml) are looked up in $CONVSERVE_CI_NODE_MODULES, then next to
@@ -172,6 +175,18 @@ function checkThreads(where, c) {
   else ok(where, `container ${c?.name}: ${cpu} CPUs, ${t} inference threads`);
 }
 const byKind = (k) => objs.filter((x) => x.o.kind === k);
+// A startup probe must allow this long before liveness takes over: resnet50 loaded and warmed up
+// in 51 s on 2 busy vCPUs (README, "Rolling out with Kubernetes"); about six times that.
+const MIN_STARTUP_S = 300;
+function checkStartup(where, c, ports) {
+  const pr = c?.startupProbe;
+  if (!pr?.httpGet || pr.httpGet.path !== "/v2/health/ready" || !ports.has(pr.httpGet.port))
+    return fail(where, `container ${c?.name}: needs an httpGet startupProbe on /v2/health/ready at a container port`);
+  const budget = (pr.periodSeconds ?? 10) * (pr.failureThreshold ?? 3);
+  if (budget < MIN_STARTUP_S)
+    fail(where, `container ${c?.name}: startupProbe allows ${budget} s; loading a large network needs ${MIN_STARTUP_S} s`);
+  else ok(where, `container ${c?.name}: startupProbe allows ${budget} s`);
+}
 for (const { o, where } of byKind("Deployment")) {
   const spec = o.spec?.template?.spec ?? {};
   const c = spec.containers?.[0];
@@ -185,6 +200,7 @@ for (const { o, where } of byKind("Deployment")) {
     ok(where, `${kind} on ${path}`);
   };
   probe("startupProbe", "/v2/health/ready");
+  checkStartup(where, c, portNames);
   probe("readinessProbe", "/v2/health/ready");
   probe("livenessProbe", "/v2/health/live");
   const cmd = c?.lifecycle?.preStop?.exec?.command ?? [];
@@ -200,6 +216,16 @@ for (const { o, where } of byKind("Deployment")) {
   if (c?.securityContext?.readOnlyRootFilesystem !== true) fail(where, "readOnlyRootFilesystem is not true");
   if (!matches(o.spec?.selector?.matchLabels, o.spec?.template?.metadata?.labels))
     fail(where, "spec.selector does not match the pod template's labels");
+  if (envOf(c, "CONVSERVE_MODEL_CONTROL") === "poll") {
+    const m = (c?.volumeMounts ?? []).find((vm) => vm.mountPath === "/models");
+    const vol = (spec.volumes ?? []).find((v) => v.name === m?.name);
+    const claim = vol?.persistentVolumeClaim?.claimName;
+    if (!m) fail(where, "CONVSERVE_MODEL_CONTROL=poll but no volume is mounted on /models");
+    else if (m.subPath || m.subPathExpr) fail(where, "/models is a subPath mount, which never sees changes");
+    else if (claim && !objs.some((x) => x.o.kind === "PersistentVolumeClaim" && x.o.metadata?.name === claim))
+      fail(where, `/models comes from claim ${claim}, which is not in these manifests`);
+    else ok(where, `polls /models from volume ${m.name}`);
+  }
 }
 const deployments = byKind("Deployment").map((x) => x.o);
 for (const { o, where } of byKind("Service")) {
@@ -224,7 +250,20 @@ for (const { o, where } of byKind("PodDisruptionBudget")) {
     ? ok(where, "selects the Deployment's pods") : fail(where, "selector matches no Deployment's pods");
 }
 const runtimes = byKind("ServingRuntime").map((x) => x.o);
-for (const { o, where } of byKind("ServingRuntime")) checkThreads(where, o.spec?.containers?.[0]);
+for (const { o, where } of byKind("ServingRuntime")) {
+  const c = o.spec?.containers?.[0];
+  checkThreads(where, c);
+  checkStartup(where, c, new Set((c?.ports ?? []).flatMap((p) => [p.name, p.containerPort])));
+}
+// KServe copies an InferenceService's labels to its pods: a plain Service or PDB whose selector
+// they satisfy would send traffic to, or count, KServe's pods in a shared namespace.
+for (const { o, where } of [...byKind("Service"), ...byKind("PodDisruptionBudget")]) {
+  const sel = o.kind === "Service" ? o.spec?.selector : o.spec?.selector?.matchLabels;
+  const hit = objs.filter((x) => ["InferenceService", "ServingRuntime"].includes(x.o.kind) &&
+                                 matches(sel, x.o.metadata?.labels ?? {}));
+  hit.length ? fail(where, `selector also matches the labels of ${hit.map((x) => `${x.o.kind}/${x.o.metadata.name}`)}`)
+             : ok(where, "selector matches no KServe object's labels");
+}
 for (const { o, where } of byKind("InferenceService")) {
   const m = o.spec?.predictor?.model;
   const fmt = m?.modelFormat?.name, proto = m?.protocolVersion ?? "v1";
