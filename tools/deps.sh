@@ -5,7 +5,7 @@ set -euo pipefail
 
 serve=(build-essential cmake pkg-config curl ca-certificates
        libdnnl-dev libmicrohttpd-dev libjansson-dev libstb-dev)
-test=(python3 python3-torch python3-numpy python3-sklearn clang clang-format libclang-rt-14-dev wrk valgrind)
+test=(python3 python3-torch python3-torchvision python3-numpy python3-sklearn clang clang-format libclang-rt-14-dev wrk valgrind)
 
 want=("${serve[@]}")
 [ "${1:-serve}" = test ] && want+=("${test[@]}")
