@@ -86,9 +86,9 @@ class ExportError(ValueError):
 SUPPORTED_HELP = (
     "convserve exports graphs of Conv2d, BatchNorm2d, Linear, Flatten, ReLU, ReLU6, LeakyReLU, "
     "Sigmoid, Tanh, GELU, SiLU, Hardswish, Hardsigmoid, Softmax, LogSoftmax, MaxPool2d, AvgPool2d, "
-    "AdaptiveAvgPool2d, Dropout, Dropout2d, Identity and StochasticDepth (modules, or their torch / "
-    "torch.nn.functional forms), flattening with torch.flatten(x, 1) or x.view(x.size(0), -1), "
-    "and the graph ops x + y (one shape), x * y ([N,C,H,W] by [N,C,H,W] or [N,C,1,1]), "
+    "AdaptiveAvgPool2d, Dropout, Dropout2d, Identity and StochasticDepth (modules, or their "
+    "torch / torch.nn.functional forms), flattening with torch.flatten(x, 1) or "
+    "x.view(x.size(0), -1), and the graph ops x + y (one shape), x * y ([N,C,H,W] by [N,C,H,W] or [N,C,1,1]), "
     "torch.cat(..., dim=1) and x.mean((2, 3))")
 
 
@@ -197,7 +197,7 @@ class Mean(nn.Module):
 
 
 class StochasticDepth(nn.Module):
-    """torchvision.ops.StochasticDepth in eval: the identity (load_model only builds eval models)."""
+    """torchvision.ops.StochasticDepth in eval: the identity (load_model builds eval models)."""
 
     def __init__(self, p, mode):
         super().__init__()
@@ -518,7 +518,7 @@ def _trace(module):
 
 
 def _user_frame(exc):
-    """' (at file.py:line in f: code)' for the innermost frame outside torch, where tracing broke."""
+    """' (at file.py:line in f: code)': the innermost frame outside torch, where tracing broke."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if f"{os.sep}torch{os.sep}" not in f.filename and f.filename != __file__]
     if not frames:
@@ -618,10 +618,20 @@ def _aliases(node, modules):
     return False
 
 
-def _check_in_place(gm):
+def _check_in_place_used(gm):
+    """Dead code elimination would drop an in-place change whose result is never read (x.relu_()
+    as a statement), although it changes x: refuse it before."""
+    modules = _modules(gm)
+    for n in gm.graph.nodes:
+        if n.args and isinstance(n.args[0], torch.fx.Node) and _is_in_place(n, modules) \
+                and not n.users:
+            _fail(n, "the result of this in-place operation is never used; write x = f(x) "
+                     "(torch.fx only follows values that are used)")
+
+
+def _check_in_place_reads(gm):
     """fx records x += y as a new value, but the old x is overwritten: refuse when the old value
-    (or a view of it) is read after the change, or when the change's result is dropped (dead code
-    elimination would remove it)."""
+    (or a view of it) is read after the change."""
     modules = _modules(gm)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     root = {}
@@ -631,9 +641,6 @@ def _check_in_place(gm):
         root[n] = root[first] if shares else n
         if not (first is not None and _is_in_place(n, modules)):
             continue
-        if not n.users:
-            _fail(n, "the result of this in-place operation is never used; write x = f(x) "
-                     "(torch.fx only follows values that are used)")
         for old in (m for m in root if root[m] is root[n] and order[m] < order[n]):
             for u in old.users:
                 if u is not n and order[u] > order[n] and not _is_shape_query(u):
@@ -961,13 +968,15 @@ def _assign_keys(layers):
     referenced = {id(s) for layer in layers if layer.refs is not None for s in layer.inputs
                   if s is not INPUT}
     names = Counter(layer.name for layer in layers if layer.name)
-    taken = set(names) | {INPUT_REF}
+    # An id never equals a name (even a shared one) or another node's natural id, so that every
+    # reference reads the same whichever way a reader matches it.
+    taken = set(names) | {layer.node for layer in layers} | {INPUT_REF}
     for layer in layers:
         if id(layer) in referenced and (not layer.name or names[layer.name] > 1
                                         or layer.name == INPUT_REF):
             base = re.sub(r"[^A-Za-z0-9_.-]", "_", layer.node)[:MAX_ID - 8] or "layer"
             candidate, k = base, 1
-            while candidate in taken:
+            while candidate in taken and not (candidate == layer.node and candidate not in names):
                 candidate, k = f"{base}_{k}", k + 1
             layer.id = candidate
             taken.add(candidate)
@@ -976,15 +985,25 @@ def _assign_keys(layers):
             layer.refs = [INPUT_REF if s is INPUT else s.key() for s in layer.inputs]
 
 
+def _check_placeholders(gm):
+    """forward(self, x) only: further arguments must have defaults (and then they are constants)."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for n in placeholders[1:]:
+        if not n.args:  # fx keeps a default value in args
+            _fail(n, "forward must take exactly one tensor argument")
+
+
 def trace_layers(module, input_shape):
     """Traces `module` (put in eval mode) and returns (layers, sample input) in execution order,
     the output last, with their references assigned."""
     input_shape = _check_input_shape(input_shape)
     module.eval()
     gm = _trace(module)
+    _check_placeholders(gm)
     sample = _propagate(gm, input_shape)
-    _check_in_place(gm)
+    _check_in_place_used(gm)
     gm.graph.eliminate_dead_code()
+    _check_in_place_reads(gm)
     layers, output = _Graph(gm).run()
     if output is None or not layers:
         raise ExportError(f"the module has no layers. {SUPPORTED_HELP}")
@@ -1136,7 +1155,8 @@ def resolve_inputs(entries):
         if len(refs) < lo or (hi is not None and len(refs) > hi):
             want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else \
                 f"{lo} to {hi}"
-            raise ExportError(f"{_where(i, entry)}: {entry['op']} takes {want} inputs, got "
+            noun = "input" if lo == hi == 1 else "inputs"
+            raise ExportError(f"{_where(i, entry)}: {entry['op']} takes {want} {noun}, got "
                               f"{len(refs)}")
         indices = []
         for ref in refs:
@@ -1156,9 +1176,9 @@ def resolve_inputs(entries):
                                   "must be earlier layers")
             indices.append(found[0])
         sources.append(indices)
+    # Layer 0 can only read the model input (its references must be earlier), so the input is
+    # always used; every other output must be.
     used = {s for srcs in sources for s in srcs}
-    if -1 not in used:
-        raise ExportError("no layer reads the model input")
     for i in range(len(entries) - 1):
         if i not in used:
             raise ExportError(f"{_where(i, entries[i])}: its output is not used by any later "
