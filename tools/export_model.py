@@ -88,7 +88,8 @@ SUPPORTED_HELP = (
     "Sigmoid, Tanh, GELU, SiLU, Hardswish, Hardsigmoid, Softmax, LogSoftmax, MaxPool2d, AvgPool2d, "
     "AdaptiveAvgPool2d, Dropout, Dropout2d, Identity and StochasticDepth (modules, or their "
     "torch / torch.nn.functional forms), flattening with torch.flatten(x, 1) or "
-    "x.view(x.size(0), -1), and the graph ops x + y (one shape), x * y ([N,C,H,W] by [N,C,H,W] or [N,C,1,1]), "
+    "x.view(x.size(0), -1), and the graph ops x + y (one shape), x * y ([N,C,H,W] by "
+    "[N,C,H,W] or [N,C,1,1]), "
     "torch.cat(..., dim=1) and x.mean((2, 3))")
 
 
