@@ -1375,6 +1375,14 @@ def imagenet_preprocess(input_shape):
     return pre
 
 
+def imagenet_labels():
+    """The 1000 ImageNet-1k category names, as torchvision's classification weights list them
+    (no download: they are part of torchvision's code)."""
+    import torchvision.models
+
+    return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
 def _layer_line(layer):
     shape = ", ".join(["N"] + [str(d) for d in layer.shape[1:]])
     line = f"  {layer.op:<18} {layer.key() or '-':<28} [{shape}]"
@@ -1400,7 +1408,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="torch seed before calling the factory (0)")
     p.add_argument("--no-weights", action="store_true",
                    help="write no weights file: the engine initialises random weights")
-    p.add_argument("--labels", help="comma-separated class labels, or @file with one per line")
+    p.add_argument("--labels", help="comma-separated class labels, @file with one per line, or "
+                                    "'imagenet' for torchvision's 1000 ImageNet categories")
     p.add_argument("--preprocess", type=_preprocess_arg,
                    help="image preprocessing for /predictions: a JSON object (or @file), or "
                         "'imagenet' for torchvision's RGB mean and std")
@@ -1415,7 +1424,9 @@ def main(argv=None):
     if args.state_dict:
         module.load_state_dict(torch.load(args.state_dict, map_location="cpu"))
     labels = None
-    if args.labels:
+    if args.labels == "imagenet":
+        labels = imagenet_labels()
+    elif args.labels:
         if args.labels.startswith("@"):
             with open(args.labels[1:]) as f:
                 labels = [line.strip() for line in f if line.strip()]
