@@ -54,6 +54,7 @@ import sys
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import List
 
 import torch
 import torch.fx
@@ -102,7 +103,8 @@ def _shapes_text(shapes):
 
 
 class Add(nn.Module):
-    """x0 + x1 + ...: two or more tensors of one shape, summed left to right."""
+    """x0 + x1 + ...: two or more tensors of one shape, summed left to right. Takes the list of
+    tensors (so that TorchScript can compile it)."""
 
     @staticmethod
     def check(shapes):
@@ -112,8 +114,9 @@ class Add(nn.Module):
             return f"Add needs inputs of one shape (no broadcasting), got {_shapes_text(shapes)}"
         return None
 
-    def forward(self, *xs):
-        _raise_if(self.check([x.shape for x in xs]))
+    def forward(self, xs: List[torch.Tensor]):
+        if not torch.jit.is_scripting():
+            _raise_if(self.check([x.shape for x in xs]))
         out = xs[0]
         for x in xs[1:]:
             out = out + x
@@ -136,7 +139,8 @@ class Mul(nn.Module):
                 f"{_shapes_text(shapes)}")
 
     def forward(self, x, y):
-        _raise_if(self.check([x.shape, y.shape]))
+        if not torch.jit.is_scripting():
+            _raise_if(self.check([x.shape, y.shape]))
         return x * y
 
 
@@ -146,7 +150,7 @@ def _channel_dims(rank):
 
 
 class Cat(nn.Module):
-    """torch.cat(xs, dim) along the channel dim; the other dims must agree."""
+    """torch.cat(xs, dim) along the channel dim; the other dims must agree. Takes the list."""
 
     def __init__(self, dim=0):
         super().__init__()
@@ -167,8 +171,9 @@ class Cat(nn.Module):
                     f"{_shapes_text(shapes)}")
         return None
 
-    def forward(self, *xs):
-        _raise_if(self.check([x.shape for x in xs]))
+    def forward(self, xs: List[torch.Tensor]):
+        if not torch.jit.is_scripting():
+            _raise_if(self.check([x.shape for x in xs]))
         return torch.cat(xs, self.dim)
 
 
@@ -193,8 +198,9 @@ class Mean(nn.Module):
         return None
 
     def forward(self, x):
-        _raise_if(self.check([x.shape]))
-        return x.mean(tuple(self.dim), keepdim=self.keepdim)
+        if not torch.jit.is_scripting():
+            _raise_if(self.check([x.shape]))
+        return x.mean(self.dim, keepdim=self.keepdim)
 
 
 class StochasticDepth(nn.Module):
@@ -1187,8 +1193,17 @@ def resolve_inputs(entries):
     return sources
 
 
+_LIST_OPS = (Add, Cat)  # graph ops that take their inputs as one list
+
+
+def _call(layer, args):
+    return layer(args) if isinstance(layer, _LIST_OPS) else layer(*args)
+
+
 class GraphModel(nn.Module):
-    """Runs model.json layers in order, each on its inputs; the last layer is the output."""
+    """Runs model.json layers in order, each on its inputs; the last layer is the output. Errors
+    name the layer. torch.jit.script compiles its to_fx() form, a straight-line fx GraphModule
+    with the same modules."""
 
     def __init__(self, modules, sources, names):
         super().__init__()
@@ -1207,7 +1222,7 @@ class GraphModel(nn.Module):
         for i, layer in enumerate(self.layers):
             args = [x if s < 0 else values[s] for s in self.sources[i]]
             try:
-                values[i] = layer(*args)
+                values[i] = _call(layer, args)
             except ExportError as e:
                 raise ExportError(f"{self.names[i]}: {e}") from None
             except RuntimeError as e:
@@ -1216,6 +1231,21 @@ class GraphModel(nn.Module):
             for s in self.free_after[i]:
                 values[s] = None  # keep peak memory near what the engine needs
         return values[-1]
+
+    def to_fx(self):
+        """The same graph as a torch.fx GraphModule: one call per layer, no interpreter loop."""
+        graph = torch.fx.Graph()
+        x = graph.placeholder("x")
+        values = []
+        for i, layer in enumerate(self.layers):
+            args = [x if s < 0 else values[s] for s in self.sources[i]]
+            call_args = (args,) if isinstance(layer, _LIST_OPS) else tuple(args)
+            values.append(graph.call_module(f"layers.{i}", call_args))
+        graph.output(values[-1])
+        return torch.fx.GraphModule(self, graph, "GraphModel").train(self.training)
+
+    def __prepare_scriptable__(self):
+        return self.to_fx()
 
 
 def load_model(folder):

@@ -478,6 +478,20 @@ class GraphExportTest(unittest.TestCase):
         self.assertEqual(self.graph(), [("Conv2d", "b", None), ("Flatten", None, None)])
         self.assertEqual(result.unused, ["a.bias", "a.weight", "p.bias", "p.weight"])
 
+    def test_torchscript(self):
+        """torch.jit.script compiles load_model's graphs (as a straight-line fx GraphModule), so
+        benchmarks can freeze them."""
+        for module in (Block(4, 6, stride=2, proj=True), Sums(), Inception(), Dense(),
+                       SE(nn.SiLU(), nn.Hardsigmoid(), True), LinearSE(), Activations()):
+            with self.subTest(module=type(module).__name__):
+                cin = 4 if isinstance(module, Block) else 3
+                export(module, self.dir, "m", [cin, -1, -1])
+                reloaded = load_model(self.dir)
+                scripted = torch.jit.freeze(torch.jit.script(reloaded))
+                x = torch.randn(2, cin, 7, 9)
+                with torch.no_grad():
+                    torch.testing.assert_close(scripted(x), module.eval()(x), rtol=0, atol=1e-5)
+
     def test_torchvision_mobilenet_v3_small(self):
         net = torchvision.models.mobilenet_v3_small(num_classes=7)
         self.roundtrip(net, [3, -1, -1], [2, 3, 32, 32], [1, 3, 40, 24])
