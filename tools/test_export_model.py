@@ -492,6 +492,36 @@ class GraphExportTest(unittest.TestCase):
                 with torch.no_grad():
                     torch.testing.assert_close(scripted(x), module.eval()(x), rtol=0, atol=1e-5)
 
+    def test_command_line(self):
+        """The README's one-command export, with a factory's kwargs, ImageNet labels and
+        preprocess; and a refusal, which exits 1 with the reason."""
+        import contextlib
+        import io
+
+        import export_model
+
+        out = os.path.join(self.dir, "m")
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            rc = export_model.main(["--module", "torchvision.models:squeezenet1_1", "--kwargs",
+                                    '{"num_classes": 1000}', "--name", "sq", "--input-shape",
+                                    "3,64,64", "--out", out, "--preprocess", "imagenet",
+                                    "--labels", "imagenet"])
+        self.assertEqual(rc, 0)
+        self.assertIn("Cat", stdout.getvalue())
+        with open(os.path.join(out, "model.json")) as f:
+            doc = json.load(f)
+        self.assertEqual(doc["preprocess"], {"color": "rgb", "resize": [64, 64],
+                                             "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+                                             "std": [0.229, 0.224, 0.225], "invert": False})
+        self.assertEqual(len(doc["output"]["labels"]), 1000)
+        self.assertEqual(doc["output"]["labels"][:2], ["tench", "goldfish"])
+        with contextlib.redirect_stderr(io.StringIO()) as stderr:
+            rc = export_model.main(["--module", "torchvision.models:convnext_tiny", "--name", "c",
+                                    "--input-shape", "3,64,64", "--out", out])
+        self.assertEqual(rc, 1)
+        self.assertIn("export_model: node 'permute' (call_method permute): tensor method "
+                      ".permute() is not supported", stderr.getvalue())
+
     def test_torchvision_mobilenet_v3_small(self):
         net = torchvision.models.mobilenet_v3_small(num_classes=7)
         self.roundtrip(net, [3, -1, -1], [2, 3, 32, 32], [1, 3, 40, 24])
