@@ -2,16 +2,23 @@
 
     /usr/bin/python3 tests/live_check.py --runner build/tests/test_networks [--seed S] [--count N]
 
-Generates N small random networks (default 43, one per feature) that together cover every layer
+Generates N small random networks (default 64, one per feature) that together cover every layer
 option the engine supports: Conv2d with stride, numeric / 'same' / 'valid' padding, dilation,
-groups and depthwise, rectangular kernels, with and without bias; BatchNorm2d folded after a conv and standalone after an
-activation (affine or not); ReLU, LeakyReLU, Sigmoid, Tanh, GELU (erf and tanh); Softmax and
+groups and depthwise, rectangular kernels, with and without bias; BatchNorm2d folded after a conv and
+standalone after an activation (affine or not); ReLU, LeakyReLU, Sigmoid, Tanh, GELU (erf and tanh),
+ReLU6, Hardswish, Hardsigmoid, SiLU (after a conv or a Linear, and standalone); Softmax and
 LogSoftmax on 2-D and 4-D tensors; MaxPool2d (padding, dilation, ceil_mode); AvgPool2d
-(count_include_pad both ways, ceil_mode with count_include_pad=False); AdaptiveAvgPool2d (global and
-divisible sizes); Dropout, Dropout2d, Identity; Flatten + Linear, Linear -> Linear, conv-only nets
-with 4-D output (some with a free input H and W), MLPs on [N, F] input; module and functional forms
-(torch.flatten, x.view(x.size(0), -1), F.relu, F.max_pool2d, ...). Network i is built around one
-"focus" feature (round robin), plus random layers, so N >= the number of features covers them all.
+(count_include_pad both ways, ceil_mode with count_include_pad=False); AdaptiveAvgPool2d (global,
+divisible and non-dividing sizes); Dropout, Dropout2d, Identity, StochasticDepth; Flatten + Linear,
+Linear -> Linear, conv-only nets with 4-D output (some with a free input H and W), MLPs on [N, F]
+input; module and functional forms (torch.flatten, x.view(x.size(0), -1), F.relu, F.max_pool2d,
+...). And graphs: residual blocks (conv-bn-add-relu with the conv's operand first or second, 1x1
+projection shortcuts, Adds of three terms, an Add of two convs, spelled +, += and torch.add),
+concatenations (Inception-like branches, SqueezeNet's Fire, DenseNet's growing cats, a conv read
+by a Cat and by another layer), squeeze-excitation (AdaptiveAvgPool2d or Mean, conv, act, conv,
+Sigmoid or Hardsigmoid, Mul in every order; and on [N, C] features with Linear layers), Mean with and
+without keepdim. Network i is built around one "focus" feature (round robin), plus random layers
+and blocks, so N >= the number of features covers them all.
 
 Each network gets He-uniform weights and random BatchNorm statistics, is exported with
 tools/export_model.py into a temporary folder with cases.safetensors (batch sizes 1, 3 and 8), and
@@ -37,9 +44,10 @@ try:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
+    import torchvision
 except ImportError:
-    print("live_check: torch is not importable by this Python; run it with /usr/bin/python3 and "
-          "install Debian's python3-torch (apt-get install python3-torch). Skipping.")
+    print("live_check: torch or torchvision is not importable by this Python; run it with "
+          "/usr/bin/python3 and install Debian's python3-torch and python3-torchvision. Skipping.")
     sys.exit(77)
 
 from cases import (check_folder, make_cases, randomize_batchnorm,  # noqa: E402
@@ -54,6 +62,8 @@ MAX_FEATURES = 2048  # flattened features fed to a Linear
 MAX_ACTIVATION = 16 * 32 * 32  # elements of one sample's activation
 ATTEMPTS = 50  # tries to build a network that includes its focus feature
 
+ACTIVATIONS = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu_none", "gelu_tanh", "relu6",
+               "hardswish", "hardsigmoid", "silu"]
 BODY_FEATURES = [
     "conv", "conv_stride", "conv_pad_numbers", "conv_same", "conv_valid", "conv_dilation",
     "conv_groups", "conv_depthwise", "conv_rect_kernel", "conv_nobias", "bn_folded",
@@ -62,11 +72,21 @@ BODY_FEATURES = [
     "maxpool_ceil", "avgpool_include", "avgpool_exclude", "avgpool_ceil_exclude", "adaptive_global",
     "adaptive_divisible", "dropout", "dropout2d", "identity", "functional_4d",
 ]
+# Graphs: residual adds (the conv-bn-add-relu pattern with the conv's operand first or second, a
+# projection shortcut, three terms, two convs), concatenations (Inception, Fire, DenseNet, a conv
+# read by a Cat and another layer), squeeze-excitation, Mean, the new activations after a conv
+# and standalone, StochasticDepth, AdaptiveAvgPool2d sizes that do not divide the input.
+GRAPH_FEATURES = [
+    "res_identity_left", "res_identity_right", "res_projection", "res_three", "add_two_convs",
+    "stochastic_depth", "cat_inception", "cat_fire", "cat_dense", "cat_shared", "se_pool",
+    "se_mean", "mean_keepdim", "relu6", "hardswish", "hardsigmoid", "silu", "act_standalone",
+    "adaptive_nondividing",
+]
 HEAD_FEATURES = [
     "conv_only", "free_size", "flatten_linear", "flatten_functional", "linear_linear",
-    "softmax_2d", "logsoftmax_2d", "gap_linear", "mlp_input",
+    "softmax_2d", "logsoftmax_2d", "gap_linear", "mlp_input", "mean_head", "se_linear_head",
 ]
-FEATURES = BODY_FEATURES + HEAD_FEATURES
+FEATURES = BODY_FEATURES + GRAPH_FEATURES + HEAD_FEATURES
 
 
 # --- functional steps (named, so the printed description is readable) --------------------------
@@ -110,11 +130,158 @@ class Chain(nn.Module):
 
 
 def describe(step):
-    """Module steps as Op(field=value, ...) with every model.json field; functions by name."""
-    if isinstance(step, nn.Module):
+    """Module steps as Op(field=value, ...) with every model.json field; graph blocks and functions
+    by their description."""
+    if isinstance(step, nn.Module) and not hasattr(step, "desc"):
         fields = ", ".join(f"{k}={v!r}" for k, v in module_fields(step).items())
         return f"{type(step).__name__}({fields})"
     return getattr(step, "desc", getattr(step, "__name__", repr(step)))
+
+
+# --- graph blocks: composite steps that torch.fx traces into branches, sums and concatenations ---
+
+def _short(m):
+    """A compact description of a sub-module: Sequential as [a, b], others as describe()."""
+    if isinstance(m, nn.Sequential):
+        return "[" + ", ".join(_short(s) for s in m) + "]"
+    return describe(m)
+
+
+class Residual(nn.Module):
+    """The sum of its terms, in order: "x" (the block's input) or a path module; then `post`.
+    Written as a + b (+ c), or with +=, or torch.add, so that every spelling is exported."""
+
+    def __init__(self, terms, post=None, spelling="+"):
+        super().__init__()
+        self.kinds = ["x" if t is None else "path" for t in terms]
+        self.paths = nn.ModuleList([t for t in terms if t is not None])
+        self.post = post
+        self.spelling = spelling
+        shown = ", ".join("x" if t is None else _short(t) for t in terms)
+        self.desc = f"Residual({spelling}: {shown}" + (f"; then {_short(post)})" if post else ")")
+
+    def forward(self, x):
+        paths = iter(self.paths)
+        terms = [x if k == "x" else next(paths)(x) for k in self.kinds]
+        out = terms[0]
+        for t in terms[1:]:
+            if self.spelling == "+=":
+                out += t
+            elif self.spelling == "torch.add":
+                out = torch.add(out, t)
+            else:
+                out = out + t
+        return self.post(out) if self.post is not None else out
+
+
+class Concat(nn.Module):
+    """torch.cat of its terms ("x" or a path module) along dim 1 or -3, as a list or a tuple."""
+
+    def __init__(self, terms, dim=1, as_tuple=False, post=None):
+        super().__init__()
+        self.kinds = ["x" if t is None else "path" for t in terms]
+        self.paths = nn.ModuleList([t for t in terms if t is not None])
+        self.dim, self.as_tuple, self.post = dim, as_tuple, post
+        shown = ", ".join("x" if t is None else _short(t) for t in terms)
+        self.desc = f"Concat(dim={dim}: {shown}" + (f"; then {_short(post)})" if post else ")")
+
+    def forward(self, x):
+        paths = iter(self.paths)
+        terms = [x if k == "x" else next(paths)(x) for k in self.kinds]
+        out = torch.cat(tuple(terms) if self.as_tuple else terms, self.dim)
+        return self.post(out) if self.post is not None else out
+
+
+class Fire(nn.Module):
+    """SqueezeNet's Fire: squeeze 1x1 + ReLU feeding two expands whose outputs are concatenated."""
+
+    def __init__(self, cin, squeeze, e1, e3):
+        super().__init__()
+        self.squeeze = nn.Sequential(nn.Conv2d(cin, squeeze, 1), nn.ReLU())
+        self.e1 = nn.Sequential(nn.Conv2d(squeeze, e1, 1), nn.ReLU())
+        self.e3 = nn.Sequential(nn.Conv2d(squeeze, e3, 3, padding=1), nn.ReLU())
+        self.desc = f"Fire({cin} -> {squeeze} -> {e1} + {e3})"
+
+    def forward(self, x):
+        s = self.squeeze(x)
+        return torch.cat([self.e1(s), self.e3(s)], 1)
+
+
+class Dense(nn.Module):
+    """DenseNet's growing concatenations: each layer reads the cat of everything before it."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.desc = "Dense(" + ", ".join(_short(m) for m in layers) + ")"
+
+    def forward(self, x):
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, 1)))
+        return torch.cat(features, 1)
+
+
+class CatShared(nn.Module):
+    """A conv whose output feeds both a Cat and another consumer (which comes first varies)."""
+
+    def __init__(self, conv, other, other_first):
+        super().__init__()
+        self.conv, self.other, self.other_first = conv, other, other_first
+        self.desc = f"CatShared({_short(conv)} -> cat with {_short(other)}" + \
+            (", other first)" if other_first else ")")
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.other(y)
+        return torch.cat([z, y] if self.other_first else [y, z], 1)
+
+
+class SqueezeExcite(nn.Module):
+    """x * gate(fc2(act(fc1(squeeze(x))))): squeeze by AdaptiveAvgPool2d(1) or mean keepdim."""
+
+    def __init__(self, c, r, squeeze, act, gate, order):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1) if squeeze == "pool" else None
+        self.fc1, self.act, self.fc2, self.gate = nn.Conv2d(c, r, 1), act, nn.Conv2d(r, c, 1), gate
+        self.order = order
+        self.desc = (f"SqueezeExcite({squeeze}, {c} -> {r} -> {c}, {_short(act)}, {_short(gate)}, "
+                     f"{order})")
+
+    def forward(self, x):
+        s = self.pool(x) if self.pool is not None else x.mean((2, 3), keepdim=True)
+        s = self.gate(self.fc2(self.act(self.fc1(s))))
+        if self.order == "x*s":
+            return x * s
+        if self.order == "s*x":
+            return s * x
+        return torch.mul(x, s)
+
+
+class LinearSE(nn.Module):
+    """A head: f = x.mean((2, 3)) [N, C], then f * gate(fc2(act(fc1(f))))."""
+
+    def __init__(self, c, r, act, gate):
+        super().__init__()
+        self.fc1, self.act, self.fc2, self.gate = nn.Linear(c, r), act, nn.Linear(r, c), gate
+        self.desc = f"LinearSE(mean, {c} -> {r} -> {c}, {_short(act)}, {_short(gate)})"
+
+    def forward(self, x):
+        f = torch.mean(x, dim=(-1, -2))
+        return f * self.gate(self.fc2(self.act(self.fc1(f))))
+
+
+def mean_hw(keepdim, spelling):
+    """x.mean over H and W as a functional step, in one of its spellings."""
+    dims = {"method": (2, 3), "torch": [2, 3], "negative": (-1, -2)}[spelling]
+    if spelling == "torch":
+        def step(x):
+            return torch.mean(x, dims, keepdim=keepdim)
+    else:
+        def step(x):
+            return x.mean(dims, keepdim=keepdim)
+    step.desc = f"mean({list(dims)}, keepdim={keepdim}, {spelling})"
+    return step
 
 
 # --- the generator -----------------------------------------------------------------------------
@@ -219,18 +386,21 @@ class Builder:
 
     def activation(self, name=None, functional=None):
         r = self.rng
-        name = name or r.choice(["relu", "relu", "leaky_relu", "sigmoid", "tanh", "gelu_none",
-                                 "gelu_tanh"])
+        name = name or r.choice(["relu"] + ACTIVATIONS)
         functional = r.random() < 0.3 if functional is None else functional
         slope = r.choice([0.01, 0.1, 0.2, 0.5])
         if functional:
             step = {"relu": fn(F.relu), "leaky_relu": fn(F.leaky_relu, negative_slope=slope),
                     "sigmoid": fn(torch.sigmoid), "tanh": fn(torch.tanh),
-                    "gelu_none": fn(F.gelu), "gelu_tanh": fn(F.gelu, approximate="tanh")}[name]
+                    "gelu_none": fn(F.gelu), "gelu_tanh": fn(F.gelu, approximate="tanh"),
+                    "relu6": fn(F.relu6), "hardswish": fn(F.hardswish),
+                    "hardsigmoid": fn(F.hardsigmoid), "silu": fn(F.silu)}[name]
         else:
             step = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(slope),
                     "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu_none": nn.GELU,
-                    "gelu_tanh": lambda: nn.GELU(approximate="tanh")}[name]()
+                    "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu6": nn.ReLU6,
+                    "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid,
+                    "silu": nn.SiLU}[name]()
         tags = {name} | ({"functional_4d"} if functional and len(self.shape) == 3 else set())
         return self.add([step], tags, "act")
 
@@ -334,12 +504,178 @@ class Builder:
             "adaptive_global": self.adaptive,
             "adaptive_divisible": lambda: self.adaptive(divisible=True),
             "functional_4d": lambda: self.activation(functional=True),
+            "res_identity_left": lambda: self.res_identity(body_first=True),
+            "res_identity_right": lambda: self.res_identity(body_first=False),
+            "res_projection": self.res_projection,
+            "res_three": self.res_three,
+            "add_two_convs": self.add_two_convs,
+            "stochastic_depth": self.stochastic_depth,
+            "cat_inception": self.cat_inception,
+            "cat_fire": self.cat_fire,
+            "cat_dense": self.cat_dense,
+            "cat_shared": self.cat_shared,
+            "se_pool": lambda: self.squeeze_excite("pool"),
+            "se_mean": lambda: self.squeeze_excite("mean"),
+            "mean_keepdim": self.mean_keepdim,
+            "act_standalone": self.act_standalone,
+            "adaptive_nondividing": self.adaptive_nondividing,
         }
         if f in table:
             return table[f]()
-        if f in ("relu", "leaky_relu", "sigmoid", "tanh", "gelu_none", "gelu_tanh"):
+        if f in ACTIVATIONS:
             return self.activation(f)
         return self.passthrough(f)
+
+    # --- graph blocks ---
+
+    def _conv_same(self, cin, cout, k=3, stride=1, bias=None):
+        """A conv that keeps H and W at stride 1 (odd kernel, padding k // 2)."""
+        bias = self.rng.random() < 0.5 if bias is None else bias
+        return nn.Conv2d(cin, cout, k, stride, k // 2, bias=bias)
+
+    def _act_module(self, names=None):
+        name = self.rng.choice(names or ["relu", "relu", "relu6", "hardswish", "silu",
+                                         "leaky_relu"])
+        return {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish,
+                "hardsigmoid": nn.Hardsigmoid, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
+                "leaky_relu": lambda: nn.LeakyReLU(0.1)}[name]()
+
+    def _body(self, cin, cout, stride=1):
+        """A residual branch: conv-bn, or conv-bn-act-conv-bn (the BasicBlock)."""
+        r = self.rng
+        layers = [self._conv_same(cin, cout, r.choice([1, 3, 3]), stride), nn.BatchNorm2d(cout)]
+        if r.random() < 0.6:
+            layers += [self._act_module(), self._conv_same(cout, cout, r.choice([1, 3])),
+                       nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers)
+
+    def _post(self, p=0.7):
+        return self._act_module(["relu", "relu", "relu6", "silu"]) if self.rng.random() < p \
+            else None
+
+    def _residual(self, terms, tags, post=None):
+        spellings = ["+", "+", "torch.add"] + (["+="] if terms[0] is not None else [])
+        block = Residual(terms, post, self.rng.choice(spellings))
+        return self.add([block], tags, "add")
+
+    def res_identity(self, body_first):
+        c = self.shape[0]
+        body = self._body(c, c)
+        terms = [body, None] if body_first else [None, body]
+        return self._residual(terms, {"res_identity_left" if body_first else
+                                      "res_identity_right"}, self._post(0.8))
+
+    def res_projection(self):
+        r, c = self.rng, self.shape[0]
+        cout = r.choice([c, c + 2, 2 * c, max(1, c // 2)])
+        stride = r.choice([1, 2, 2])
+        proj = nn.Conv2d(c, cout, 1, stride, bias=False)
+        shortcut = nn.Sequential(proj, nn.BatchNorm2d(cout)) if r.random() < 0.7 else proj
+        terms = [self._body(c, cout, stride), shortcut]
+        if r.random() < 0.5:
+            terms.reverse()
+        return self._residual(terms, {"res_projection"}, self._post(0.8))
+
+    def res_three(self):
+        r, c = self.rng, self.shape[0]
+        terms = [self._body(c, c), r.choice([self._body(c, c), self._conv_same(c, c, 1)]), None]
+        r.shuffle(terms)
+        return self._residual(terms, {"res_three"}, self._post())
+
+    def add_two_convs(self):
+        r, c = self.rng, self.shape[0]
+        cout, stride = r.choice([c, 4, 8]), r.choice([1, 1, 2])
+        terms = [self._conv_same(c, cout, r.choice([1, 3]), stride),
+                 self._conv_same(c, cout, r.choice([1, 3, 5]), stride)]
+        return self._residual(terms, {"add_two_convs"}, self._post())
+
+    def stochastic_depth(self):
+        r, c = self.rng, self.shape[0]
+        body = self._body(c, c)
+        body.append(torchvision.ops.StochasticDepth(r.choice([0.0, 0.1, 0.5]),
+                                                    r.choice(["row", "batch"])))
+        return self._residual([body, None], {"stochastic_depth"}, self._post(0.3))
+
+    def cat_inception(self):
+        r, c = self.rng, self.shape[0]
+        kinds = r.sample(["1x1", "3x3", "5x5", "pool", "x"], r.randint(2, 4))
+        terms = []
+        for kind in kinds:
+            width = r.choice([2, 3, 4, 6])
+            if kind == "1x1":
+                terms.append(nn.Sequential(nn.Conv2d(c, width, 1), self._act_module()))
+            elif kind in ("3x3", "5x5"):
+                mid = r.choice([2, 4])
+                terms.append(nn.Sequential(nn.Conv2d(c, mid, 1), self._act_module(),
+                                           self._conv_same(mid, width, int(kind[0]))))
+            elif kind == "pool":
+                pool = r.choice([nn.MaxPool2d(3, 1, 1),
+                                 nn.AvgPool2d(3, 1, 1, count_include_pad=False)])
+                terms.append(nn.Sequential(pool, nn.Conv2d(c, width, 1)) if r.random() < 0.5
+                             else pool)
+            else:
+                terms.append(None)
+        block = Concat(terms, dim=r.choice([1, -3]), as_tuple=r.random() < 0.5,
+                       post=self._post(0.4))
+        return self.add([block], {"cat_inception"}, "cat")
+
+    def cat_fire(self):
+        r, c = self.rng, self.shape[0]
+        return self.add([Fire(c, r.choice([2, 3, 4]), r.choice([2, 4, 6]), r.choice([2, 4, 6]))],
+                        {"cat_fire"}, "cat")
+
+    def cat_dense(self):
+        r, c = self.rng, self.shape[0]
+        growth = r.choice([2, 3, 4])
+        layers = []
+        for i in range(r.randint(2, 3)):
+            cin = c + i * growth
+            layers.append(nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(),
+                                        self._conv_same(cin, growth, 3, bias=False)))
+        return self.add([Dense(layers)], {"cat_dense"}, "cat")
+
+    def cat_shared(self):
+        r, c = self.rng, self.shape[0]
+        width = r.choice([2, 4, 6])
+        conv = self._conv_same(c, width, r.choice([1, 3]))
+        other = r.choice([nn.ReLU(), nn.Conv2d(width, r.choice([2, 3]), 1),
+                          nn.Sequential(nn.Conv2d(width, 4, 3, padding=1), nn.BatchNorm2d(4))])
+        return self.add([CatShared(conv, other, r.random() < 0.5)], {"cat_shared"}, "cat")
+
+    def squeeze_excite(self, squeeze):
+        r, c = self.rng, self.shape[0]
+        block = SqueezeExcite(c, r.choice([1, 2, max(1, c // 4)]), squeeze,
+                              self._act_module(["relu", "silu", "hardswish"]),
+                              self._act_module(["sigmoid", "hardsigmoid"]),
+                              r.choice(["x*s", "s*x", "torch.mul"]))
+        return self.add([block], {f"se_{squeeze}"}, "mul")
+
+    def mean_keepdim(self):
+        step = mean_hw(True, self.rng.choice(["method", "torch", "negative"]))
+        return self.add([step], {"mean_keepdim"}, "mean")
+
+    def act_standalone(self):
+        """A new activation after a pooling layer or a standalone BatchNorm: nothing to fuse
+        it into."""
+        r = self.rng
+        before = r.choice([nn.MaxPool2d(2, 1), nn.AvgPool2d(2, 1), nn.BatchNorm2d(self.shape[0])])
+        name = r.choice(["relu6", "hardswish", "hardsigmoid", "silu"])
+        if not self.add([before], set(), "pool") or not self.activation(name):
+            return False
+        self.features.add("act_standalone")
+        return True
+
+    def adaptive_nondividing(self):
+        r = self.rng
+        h, w = self.shape[1:]
+        sizes = [(oh, ow) for oh in range(1, h + 3) for ow in range(1, w + 3)
+                 if (h % oh or w % ow) and oh * ow > 1]
+        if not sizes:
+            return False
+        size = r.choice(sizes)
+        functional = r.random() < 0.3
+        step = fn(F.adaptive_avg_pool2d, size) if functional else nn.AdaptiveAvgPool2d(size)
+        return self.add([step], {"adaptive_nondividing"}, "pool")
 
     # --- heads ---
 
@@ -385,6 +721,22 @@ class Builder:
                 self.body_layer(self.rng.choice(["relu", "softmax_4d", "logsoftmax_4d"]))
             self.features.add("conv_only")
             return True
+        if kind == "mean_head":
+            spelling = self.rng.choice(["method", "torch", "negative"])
+            if not self.add([mean_hw(False, spelling)], {"mean_head"}, "mean"):
+                return False
+            self.mlp()
+            return True
+        if kind == "se_linear_head":
+            c = self.shape[0]
+            block = LinearSE(c, self.rng.choice([1, 2, max(1, c // 2)]),
+                             self._act_module(["relu", "silu", "hardswish"]),
+                             self._act_module(["sigmoid", "hardsigmoid"]))
+            if not self.add([block], {"se_linear_head"}, "mul"):
+                return False
+            if self.rng.random() < 0.5:
+                self.mlp()
+            return True
         if kind == "gap_linear":
             if not self.adaptive(divisible=False):
                 return False
@@ -397,8 +749,9 @@ class Builder:
 
 
 def _body_plan(rng, focus):
-    plan = [rng.choice(["conv"] * 6 + BODY_FEATURES) for _ in range(rng.randint(1, 4))]
-    if focus in BODY_FEATURES:
+    plan = [rng.choice(["conv"] * 6 + BODY_FEATURES + GRAPH_FEATURES)
+            for _ in range(rng.randint(1, 4))]
+    if focus in BODY_FEATURES + GRAPH_FEATURES:
         plan.insert(rng.randint(0, len(plan)), focus)
     return plan
 
@@ -414,7 +767,7 @@ def _build(rng, focus):
     for feature in _body_plan(rng, focus):
         b.body_layer(feature)
     head = focus if focus in HEAD_FEATURES else rng.choice(
-        ["conv_only", "flatten_linear", "flatten_linear", "gap_linear"])
+        ["conv_only", "flatten_linear", "flatten_linear", "gap_linear", "mean_head"])
     if not b.head(head) or not b.steps:
         return None
     free = head == "free_size" or (head == "conv_only" and rng.random() < 0.3)

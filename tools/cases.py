@@ -37,6 +37,60 @@ def randomize_batchnorm(module, gen):
                     m.bias.copy_(torch.randn(c, generator=gen) * 0.3)
 
 
+def calibrate_batchnorm(module, x, gen):
+    """Random BatchNorm statistics and affine parameters at the scale of the real activations, for
+    deep networks: the running statistics are measured on the batch x (one forward pass with only
+    the BatchNorm layers in training mode), then each channel's mean is moved by N(0, 0.3) of its
+    standard deviation and its variance scaled by 0.5..2, and the affine weight drawn from
+    [0.5, 1.5], the bias from N(0, 0.3). randomize_batchnorm's fixed ranges make activations grow
+    or vanish from block to block in a 100-layer network (up to 1e10 at inception_v3's output),
+    which would make a tolerance relative to the output meaningless; these statistics are just as
+    far from the defaults (mean 0, var 1, weight 1, bias 0) that hide folding bugs."""
+    bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    module.eval()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: after one batch, that batch's statistics
+        m.train()
+    with torch.no_grad():
+        module(x)
+        for m, momentum in zip(bns, momenta):
+            c = m.num_features
+            std = m.running_var.sqrt()
+            m.running_mean.add_(torch.randn(c, generator=gen) * 0.3 * std)
+            m.running_var.mul_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+            if m.affine:
+                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.3)
+            m.momentum = momentum
+    module.eval()
+
+
+def scale_output(module, x, target_std=2.0):
+    """Scales the weights and bias of the last Conv2d or Linear that runs so that the output on x
+    has about target_std: torchvision's classifiers end in a layer initialised for training
+    (std 0.01), whose outputs of 1e-2 would sit far inside an absolute tolerance of 1e-4. Exact
+    when only ReLU, pooling, dropout and flattening follow that layer, as in every torchvision
+    classifier; elsewhere it only changes the scale roughly, which is all it is for."""
+    ran = []
+    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(m)) for m in module.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            y = module.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    std = float(y.std())
+    if not ran or not math.isfinite(std) or std == 0.0:
+        return
+    with torch.no_grad():
+        ran[-1].weight.mul_(target_std / std)
+        if ran[-1].bias is not None:
+            ran[-1].bias.mul_(target_std / std)
+
+
 def randomize_weights(module, gen):
     """Re-initialises Conv2d and Linear with He-uniform weights (variance 2/fan_in) and biases in
     [-0.5, 0.5], so activations keep their scale through deep random nets (PyTorch's default init

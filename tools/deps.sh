@@ -6,7 +6,7 @@ set -euo pipefail
 serve=(build-essential cmake pkg-config curl ca-certificates
        libdnnl-dev libmicrohttpd-dev libjansson-dev libstb-dev zlib1g-dev libturbojpeg0-dev
        libspng-dev)
-test=(python3 python3-torch python3-numpy python3-sklearn python3-pil clang clang-format libclang-rt-14-dev
+test=(python3 python3-torch python3-torchvision python3-numpy python3-sklearn python3-pil clang clang-format libclang-rt-14-dev
       wrk valgrind chromium fonts-dejavu-core)  # chromium: the browser test of the page (tests/ui)
 
 want=("${serve[@]}")

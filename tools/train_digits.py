@@ -25,6 +25,7 @@ import struct
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -97,11 +98,12 @@ def evaluate(model, x, y):
     return (pred == y).float().mean().item(), pred
 
 
-def train(x_train, y_train, mean, std, epochs, log=print):
-    """Trains DigitsNet on x_train (0..1) normalised with mean/std; returns the model in eval mode."""
+def train(x_train, y_train, mean, std, epochs, log=print, make_model=DigitsNet):
+    """Trains make_model() (DigitsNet) on x_train (0..1) normalised with mean/std; returns the
+    model in eval mode."""
     torch.manual_seed(SEED)
     gen = torch.Generator().manual_seed(SEED)
-    model = DigitsNet()
+    model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     steps = epochs * ((len(x_train) + BATCH - 1) // BATCH)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
@@ -391,6 +393,42 @@ machine and PyTorch version.
 """
 
 
+@dataclass
+class Data:
+    """The digits split shared by every model trained on it: 8x8 images (0..16), labels, the
+    held-out ids, tensors of digits / 16, and the training set's mean and std (4 decimals)."""
+    images: np.ndarray
+    labels: np.ndarray
+    train_ids: np.ndarray
+    test_ids: np.ndarray
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: float
+    std: float
+
+
+def load_data():
+    """scikit-learn's digits, split 80/20 stratified with SEED, as Data."""
+    digits = load_digits()
+    images, labels = digits.images, digits.target
+    ids = np.arange(len(labels))
+    train_ids, test_ids = train_test_split(ids, test_size=TEST_SIZE, stratify=labels,
+                                           random_state=SEED)
+    x_all = torch.from_numpy(images / 16.0).float().unsqueeze(1)
+    y_all = torch.from_numpy(labels).long()
+    x_train = x_all[train_ids]
+    return Data(images, labels, train_ids, test_ids, x_train, y_all[train_ids], x_all[test_ids],
+                y_all[test_ids], round(float(x_train.mean()), 4), round(float(x_train.std()), 4))
+
+
+def preprocess_block(mean, std):
+    """model.json's preprocess: what the server does to an uploaded image for these models."""
+    return {"color": "gray", "resize": [8, 8], "scale": SCALE, "mean": [mean], "std": [std],
+            "invert": False}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=EPOCHS)
@@ -403,17 +441,10 @@ def main(argv=None):
     torch.set_num_threads(1)  # reproducible float sums; the model is tiny anyway
     torch.use_deterministic_algorithms(True)
 
-    digits = load_digits()
-    images, labels = digits.images, digits.target
-    ids = np.arange(len(labels))
-    train_ids, test_ids = train_test_split(ids, test_size=TEST_SIZE, stratify=labels,
-                                           random_state=SEED)
-    x_all = torch.from_numpy(images / 16.0).float().unsqueeze(1)
-    y_all = torch.from_numpy(labels).long()
-    x_train, y_train = x_all[train_ids], y_all[train_ids]
-    x_test, y_test = x_all[test_ids], y_all[test_ids]
-    mean = round(float(x_train.mean()), 4)
-    std = round(float(x_train.std()), 4)
+    data = load_data()
+    images, labels, train_ids, test_ids = data.images, data.labels, data.train_ids, data.test_ids
+    x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
+    mean, std = data.mean, data.std
     print(f"digits: {len(train_ids)} train, {len(test_ids)} held out; mean {mean}, std {std}")
 
     start = time.time()
@@ -424,8 +455,7 @@ def main(argv=None):
     print(f"held-out accuracy: {accuracy:.4f} ({n_correct}/{len(test_ids)}), trained in "
           f"{seconds:.1f} s")
 
-    preprocess = {"color": "gray", "resize": [8, 8], "scale": SCALE, "mean": [mean], "std": [std],
-                  "invert": False}
+    preprocess = preprocess_block(mean, std)
     result = export(model, args.out, "digits", [1, 8, 8], labels=LABELS, max_batch_size=64,
                     preprocess=preprocess,
                     extra={"dynamic_batching": {"max_queue_delay_us": 500}})
