@@ -127,11 +127,13 @@ static int new_slot(builder *b, size_t size)
     return b->ns++;
 }
 
-/* A tensor over `slot` (a new slot when slot is -1 ... use new_slot first), `offset` bytes in. */
-static engine_status new_tensor(builder *b, const dnnl_memory_desc_t *md, int slot, size_t offset,
+/* A tensor over `slot` (or the caller's buffers), `offset` bytes in. `desc` may point into b->t,
+ * which this call may move: it is copied first. */
+static engine_status new_tensor(builder *b, const dnnl_memory_desc_t *desc, int slot, size_t offset,
                                 int *out)
 {
     engine_status st = ENGINE_OK;
+    const dnnl_memory_desc_t copy = *desc, *md = &copy;
     size_t cap = (size_t)b->capt;
     if (!grow((void **)&b->t, &cap, (size_t)b->nt + 1, sizeof *b->t))
         return no_memory(b);
@@ -281,7 +283,7 @@ static engine_status primary(builder *b, int v, int *out)
         return engine_fail(b->err, b->errlen, ENGINE_E_BACKEND, "value %d has no tensor", v);
     int src;
     TRY(primary(b, vi->flat_of, &src));
-    const dnnl_memory_desc_t *smd = &b->t[src].md;
+    const dnnl_memory_desc_t src_md = b->t[src].md, *smd = &src_md; /* b->t may move below */
     if (smd->ndims == 2) {
         TRY(add_value_tensor(b, v, src));
         *out = src;
