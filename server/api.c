@@ -392,8 +392,26 @@ static srv_status image_size(request *rq, int64_t *c, int64_t *h, int64_t *w)
     return SRV_OK;
 }
 
-/* Decodes n images into rq->in as [n, C, H, W] and fills dims. */
-static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t n, int64_t *dims)
+/* The most elements one input to the model may have: max_batch samples of its largest shape (free
+ * H and W count as --max-input-pixels together). Request data past it is refused unread. */
+static size_t model_max_elems(const request *rq)
+{
+    const spec_model *sp = engine_model_spec(rq->model->model);
+    size_t per = 1;
+    bool free_hw = false;
+    for (int i = 0; i < sp->input_rank; i++) {
+        if (sp->input_dims[i] < 0)
+            free_hw = true;
+        else
+            per *= (size_t)sp->input_dims[i]; /* bounded by SPEC_MAX_DIM */
+    }
+    if (free_hw)
+        per *= (size_t)rq->srv->cfg.max_input_pixels;
+    return per * (size_t)rq->model->max_batch;
+}
+
+/* Checks n images against the model: how many, and the [n, C, H, W] they become. */
+static srv_status images_dims(request *rq, size_t n, int64_t *dims)
 {
     int64_t c = 0, h = 0, w = 0;
     srv_status st = image_size(rq, &c, &h, &w);
@@ -403,22 +421,6 @@ static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t 
         return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
                         "%zu images exceed max_batch_size %d of model '%s'; split the request", n,
                         rq->model->max_batch, rq->model->name);
-    size_t per = (size_t)(c * h * w);
-    rq->in = malloc(n * per * sizeof *rq->in);
-    if (!rq->in)
-        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
-    const spec_model *sp = engine_model_spec(rq->model->model);
-    for (size_t i = 0; i < n; i++) {
-        char err[512];
-        st = image_to_tensor(imgs[i].data, imgs[i].len, &sp->preprocess, (int)c, h, w,
-                             rq->srv->cfg.max_image_pixels, rq->in + i * per, err, sizeof err);
-        if (st != SRV_OK) {
-            if (n > 1)
-                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu of %zu: %s", i + 1, n,
-                                err);
-            return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "%s", err);
-        }
-    }
     dims[0] = (int64_t)n;
     dims[1] = c;
     dims[2] = h;
@@ -426,13 +428,38 @@ static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t 
     return SRV_OK;
 }
 
-/* Validates dims against the model, sizes the output and queues the job. */
-static enum MHD_Result submit(request *rq, const float *in, const int64_t *dims, int rank)
+/* Decodes n images into rq->in as dims ([n, C, H, W], from images_dims). */
+static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t n,
+                                  const int64_t *dims)
+{
+    size_t per = (size_t)(dims[1] * dims[2] * dims[3]);
+    rq->in = malloc(n * per * sizeof *rq->in);
+    if (!rq->in)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
+    const spec_model *sp = engine_model_spec(rq->model->model);
+    for (size_t i = 0; i < n; i++) {
+        char err[512];
+        srv_status st = image_to_tensor(imgs[i].data, imgs[i].len, &sp->preprocess, (int)dims[1],
+                                        dims[2], dims[3], rq->srv->cfg.max_image_pixels,
+                                        rq->in + i * per, err, sizeof err);
+        if (st != SRV_OK) {
+            if (n > 1)
+                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu of %zu: %s", i + 1, n,
+                                err);
+            return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "%s", err);
+        }
+    }
+    return SRV_OK;
+}
+
+/* Checks dims against the model and sizes the answer, before the input is built: the output's
+ * shape and its buffer. */
+static srv_status prepare(request *rq, const int64_t *dims, int rank)
 {
     const spec_model *sp = engine_model_spec(rq->model->model);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
     if (!shapes)
-        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
     srv_status st = check_input(rq, dims, rank, shapes, true);
     if (st == SRV_OK) {
         rq->out_shape = shapes[sp->n_layers - 1];
@@ -446,11 +473,15 @@ static enum MHD_Result submit(request *rq, const float *in, const int64_t *dims,
         rq->job.out_count = count;
     }
     free(shapes);
-    if (st != SRV_OK)
-        return reply_error(rq, st, "%s", rq->errbuf);
-    rq->job.in = in;
     rq->job.rank = rank;
     memcpy(rq->job.dims, dims, (size_t)rank * sizeof *dims);
+    return st;
+}
+
+/* Queues the prepared job with its input. */
+static enum MHD_Result queue_job(request *rq, const float *in)
+{
+    rq->job.in = in;
     request_submit(rq);
     return MHD_YES;
 }
@@ -460,8 +491,8 @@ static enum MHD_Result handle_infer(request *rq)
     model_entry *me = rq->model;
     const spec_model *sp = engine_model_spec(me->model);
     infer_request *q = &rq->q;
-    srv_status st = infer_request_parse(rq->body ? rq->body : "", rq->len, rq->header_len, q,
-                                        rq->errbuf, sizeof rq->errbuf);
+    srv_status st = infer_request_parse(rq->body ? rq->body : "", rq->len, rq->header_len,
+                                        model_max_elems(rq), q, rq->errbuf, sizeof rq->errbuf);
     if (st != SRV_OK)
         return reply_error(rq, st, "%s", rq->errbuf);
     if (strcmp(q->input_name, sp->input_name))
@@ -480,17 +511,22 @@ static enum MHD_Result handle_infer(request *rq)
                                "dimensions",
                                q->rank);
         int64_t dims[SPEC_MAX_RANK];
-        st = images_to_input(rq, q->elems, q->nelems, dims);
-        if (st != SRV_OK)
+        if ((st = images_dims(rq, q->count, dims)) != SRV_OK ||
+            (st = prepare(rq, dims, 4)) != SRV_OK ||
+            (st = infer_request_load(q, rq->errbuf, sizeof rq->errbuf)) != SRV_OK ||
+            (st = images_to_input(rq, q->elems, q->nelems, dims)) != SRV_OK)
             return reply_error(rq, st, "%s", rq->errbuf);
-        return submit(rq, rq->in, dims, 4);
+        return queue_job(rq, rq->in);
     }
     if (q->dtype == TENSOR_BOOL || q->dtype == TENSOR_FP16)
         return reply_error(rq, SRV_BAD_REQUEST,
                            "datatype %s is not supported; send FP32 (FP64 and integer types "
                            "are converted)",
                            tensor_dtype_name(q->dtype));
-    return submit(rq, q->data, q->shape, q->rank);
+    if ((st = prepare(rq, q->shape, q->rank)) != SRV_OK ||
+        (st = infer_request_load(q, rq->errbuf, sizeof rq->errbuf)) != SRV_OK)
+        return reply_error(rq, st, "%s", rq->errbuf);
+    return queue_job(rq, q->data);
 }
 
 static enum MHD_Result handle_predict(request *rq)
@@ -542,11 +578,15 @@ static enum MHD_Result handle_predict(request *rq)
     }
     int64_t dims[SPEC_MAX_RANK];
     if (st == SRV_OK)
+        st = images_dims(rq, n, dims);
+    if (st == SRV_OK)
+        st = prepare(rq, dims, 4);
+    if (st == SRV_OK)
         st = images_to_input(rq, imgs, n, dims);
     free(imgs);
     if (st != SRV_OK)
         return reply_error(rq, st, "%s", rq->errbuf);
-    return submit(rq, rq->in, dims, 4);
+    return queue_job(rq, rq->in);
 }
 
 enum MHD_Result api_handle(request *rq)
