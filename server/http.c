@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,7 +29,11 @@ enum {
     HTTP_NS_PER_MS = 1000000,
     HTTP_NS_PER_S = 1000000000,
     HTTP_DRAIN_S = 1, /* after the shutdown timeout, how long the drained queues may take */
+    HTTP_DRAIN_MAX =
+        1 << 20, /* bytes of a refused chunked body read before the connection is cut */
 };
+
+static const char HTTP_HEALTH_PREFIX[] = "/v2/health/";
 
 /* libmicrohttpd's own messages are about clients that went away or misbehaved (closed mid-request,
  * timed out, sent a malformed header): useful when debugging, noise otherwise. They go through the
@@ -70,34 +75,75 @@ static bool constant_time_equal(const char *a, size_t alen, const char *b, size_
     return diff == 0 && blen > 0;
 }
 
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Authorization: Bearer <key>, read as RFC 9110 (11.4) and RFC 6750 write it: the scheme in any
+ * case, one or more spaces, the credentials, nothing after them but white space. (A NUL or CR in
+ * the value, or a second Authorization line, is refused earlier as malformed.) */
 static bool authorized(const request *rq)
 {
+    static const char scheme[] = "bearer";
     const char *key = rq->srv->cfg.api_key;
     if (!key[0])
         return true;
-    const char *h =
-        MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    static const char bearer[] = "Bearer ";
-    if (!h || strncmp(h, bearer, sizeof bearer - 1) != 0)
+    const char *h = NULL;
+    size_t n = 0;
+    if (MHD_lookup_connection_value_n(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION,
+                                      strlen(MHD_HTTP_HEADER_AUTHORIZATION), &h, &n) != MHD_YES)
         return false;
-    h += sizeof bearer - 1;
-    return constant_time_equal(h, strlen(h), key, strlen(key));
+    while (n > 0 && is_ows(h[n - 1]))
+        n--;
+    size_t sl = sizeof scheme - 1;
+    if (n <= sl || strncasecmp(h, scheme, sl) != 0 || h[sl] != ' ')
+        return false;
+    size_t i = sl;
+    while (i < n && h[i] == ' ')
+        i++;
+    return constant_time_equal(h + i, n - i, key, strlen(key));
 }
 
-/* True when the request carries a body (a non-zero Content-Length, or chunked). An error decided
- * from the headers is then sent at once, and MHD closes the connection instead of reading a body
- * nobody needs; without a body the answer waits one call, which keeps the connection open. */
-static bool announces_body(struct MHD_Connection *conn)
+/* The body a request announces: a Content-Length (*length), or chunked (*chunked). */
+static bool announces_body(struct MHD_Connection *conn, unsigned long long *length, bool *chunked)
 {
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     const char *te =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+    *length = 0;
+    *chunked = te != NULL;
+    if (cl) {
+        char *end;
+        *length = strtoull(cl, &end, 10); /* libmicrohttpd has checked it is all digits */
+    }
+    return *chunked || *length > 0;
+}
+
+/* A CORS preflight: what a browser sends, without credentials, before a cross-origin request. */
+static bool is_preflight(const request *rq, const char *method)
+{
+    return rq->srv->cfg.cors_origin[0] && !strcmp(method, "OPTIONS") &&
+           MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Origin") &&
+           MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
+}
+
+/* Sends an answer decided from the headers. When a body is coming, now (libmicrohttpd then
+ * closes the connection rather than read what nobody needs); otherwise on the next call, which
+ * keeps the connection open. */
+static enum MHD_Result early_answer(request *rq, srv_status s, bool body)
+{
+    rq->early = s;
+    if (body)
+        return reply_error(rq, rq->early, "%s", rq->errbuf);
+    return MHD_YES;
 }
 
 /* The first call: the headers are in. Creates the request, checks the key, routes it, and refuses
- * what can be refused before the body is read. */
+ * what can be refused before the body is read, so that nothing of a body is held before the
+ * request is known to be authorised, routed to something that takes a body, within the body limit
+ * and within the request budget. */
 static enum MHD_Result on_headers(server *s, struct MHD_Connection *conn, const char *url,
                                   const char *method, void **con_cls)
 {
@@ -109,36 +155,45 @@ static enum MHD_Result on_headers(server *s, struct MHD_Connection *conn, const 
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     rq->gc = ci ? ci->socket_context : NULL;
     guard_busy(s->guard, rq->gc, true);
+    unsigned long long length;
+    bool chunked, body = announces_body(conn, &length, &chunked);
 
-    /* The key is checked before the route, so that without it nothing about the models (not
-     * even which names exist) can be learnt. Health stays open for probes. */
-    if (strncmp(url, "/v2/health/", 11) != 0 && strcmp(method, "OPTIONS") != 0 && !authorized(rq)) {
-        rq->early = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAUTHORIZED,
-                             "missing or wrong API key; send 'Authorization: Bearer <key>'");
-        if (announces_body(conn))
-            return reply_error(rq, rq->early, "%s", rq->errbuf);
-        return MHD_YES;
+    /* The key comes first for every method, so that without it nothing about the models (not
+     * even which names exist) can be learnt, and no body is held. Health stays open for probes,
+     * and so do CORS preflights, which browsers send without credentials: they get one answer
+     * whatever the path. */
+    bool open =
+        !strncmp(url, HTTP_HEALTH_PREFIX, strlen(HTTP_HEALTH_PREFIX)) || is_preflight(rq, method);
+    if (!open && !authorized(rq))
+        return early_answer(
+            rq,
+            srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAUTHORIZED,
+                     "missing or wrong API key; send 'Authorization: Bearer <key>'"),
+            body);
+    srv_status st = api_route(rq, url, method);
+    if (st != SRV_OK)
+        return early_answer(rq, st, body);
+    if (!rq->has_body) {
+        if (body)
+            return early_answer(rq,
+                                srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_TOO_LARGE,
+                                         "%s %s takes no request body", method, rq->path),
+                                true);
+        return MHD_YES; /* answered on the next call */
     }
-    rq->early = api_route(rq, url, method);
-    if (rq->early != SRV_OK && announces_body(conn))
-        return reply_error(rq, rq->early, "%s", rq->errbuf); /* no use reading it */
-    if (rq->early != SRV_OK || !rq->has_body)
-        return MHD_YES; /* answered on the next call, which keeps the connection open */
 
-    /* Refuse an oversized body from its Content-Length, before reading any of it. MHD then
-     * closes the connection, which is right: the client may still be sending. */
-    const char *cl =
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (*end == 0 && n > (unsigned long long)s->cfg.max_body_bytes)
-            return reply_error(rq, SRV_TOO_LARGE, "request body is %llu bytes; the limit is %lld",
-                               n, (long long)s->cfg.max_body_bytes);
-    }
-    rq->early = api_check_headers(rq);
-    if (rq->early != SRV_OK)
-        return reply_error(rq, rq->early, "%s", rq->errbuf);
+    /* Refuse an oversized body from its Content-Length, before reading any of it. */
+    if (length > (unsigned long long)s->cfg.max_body_bytes)
+        return reply_error(rq, SRV_TOO_LARGE, "request body is %llu bytes; the limit is %lld",
+                           length, (long long)s->cfg.max_body_bytes);
+    if ((st = api_check_headers(rq)) != SRV_OK)
+        return early_answer(rq, st, true);
+    if (!chunked && length > 0 && !request_body_expect(rq, (size_t)length))
+        return reply_error(rq, SRV_UNAVAILABLE,
+                           "the server holds %lld bytes of requests and this body of %llu does "
+                           "not fit under --request-budget-bytes %lld; retry later",
+                           (long long)budget_used(&s->request_budget), length,
+                           (long long)s->request_budget.limit);
     return MHD_YES;
 }
 
@@ -166,9 +221,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * hold the connection past the timeout either. */
         if (monotonic_ns() - rq->t0 > s->cfg.connection_timeout * HTTP_NS_PER_S)
             return MHD_NO;
-        if (rq->early != SRV_OK)
-            return MHD_YES; /* the answer does not depend on these bytes */
-        return request_body_append(rq, upload, n) ? MHD_YES : MHD_NO;
+        if (rq->early != SRV_OK || !rq->has_body)
+            return MHD_YES; /* the answer does not depend on these bytes, which are not kept */
+        if (!request_body_append(rq, upload, n))
+            return MHD_NO;
+        /* A chunked body past a limit is only counted; libmicrohttpd cannot answer before the
+         * body ends, so a short overrun still gets its 413 or 503, and a long one is cut. */
+        return rq->drained > HTTP_DRAIN_MAX ? MHD_NO : MHD_YES;
     }
 
     switch (rq->state) {
@@ -178,6 +237,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (rq->too_large)
             return reply_error(rq, SRV_TOO_LARGE, "request body exceeds the limit of %lld bytes",
                                (long long)s->cfg.max_body_bytes);
+        if (rq->over_budget)
+            return reply_error(rq, SRV_UNAVAILABLE,
+                               "the server holds %lld bytes of requests and this body did not fit "
+                               "under --request-budget-bytes %lld; retry later",
+                               (long long)budget_used(&s->request_budget),
+                               (long long)s->request_budget.limit);
         return api_handle(rq);
     case REQUEST_DONE:
         return api_finish(rq);

@@ -9,7 +9,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { MAIN_ERR = 2048, MAIN_MAX_MODELS = 256 };
+enum {
+    MAIN_ERR = 2048,
+    MAIN_MAX_MODELS = 256,
+    MAIN_BUDGET_SHARE = 8, /* each budget defaults to 1/8 of the memory */
+};
 
 static void engine_warning(void *ctx, const char *message)
 {
@@ -171,6 +175,41 @@ void server_unload_models(server *s)
     s->nmodels = 0;
 }
 
+/* The two memory budgets: as set, or an eighth each of the memory the process may use (but never
+ * less than one largest body, or no request could arrive). */
+static bool set_budgets(server *s, char *err, size_t errlen)
+{
+    const char *source;
+    int64_t mem = budget_memory(&source);
+    int64_t share = mem / MAIN_BUDGET_SHARE;
+    int64_t req = s->cfg.request_budget_bytes, ans = s->cfg.answer_budget_bytes;
+    if (req == 0)
+        req = share > s->cfg.max_body_bytes ? share : s->cfg.max_body_bytes;
+    if (ans == 0)
+        ans = share > s->cfg.max_output_bytes ? share : s->cfg.max_output_bytes;
+    if (req < s->cfg.max_body_bytes) {
+        snprintf(err, errlen,
+                 "--request-budget-bytes %lld is below --max-body-bytes %lld: a largest body "
+                 "could never be received",
+                 (long long)req, (long long)s->cfg.max_body_bytes);
+        return false;
+    }
+    if (ans < s->cfg.max_output_bytes) {
+        snprintf(err, errlen,
+                 "--answer-budget-bytes %lld is below --max-output-bytes %lld: a largest answer "
+                 "could never be sent",
+                 (long long)ans, (long long)s->cfg.max_output_bytes);
+        return false;
+    }
+    budget_init(&s->request_budget, req);
+    budget_init(&s->answer_budget, ans);
+    server_log(s, LOG_INFO,
+               "memory budgets: %lld bytes of requests, %lld bytes of answers (the %s is %lld "
+               "bytes)",
+               (long long)req, (long long)ans, source, (long long)mem);
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     server s = {0};
@@ -189,6 +228,10 @@ int main(int argc, char **argv)
         break;
     }
     log_level_parse(s.cfg.log_level, &s.level); /* checked by config_parse */
+    if (!set_budgets(&s, err, sizeof err)) {
+        fprintf(stderr, "convserve: %s\n", err);
+        return 2;
+    }
 
     /* Block the shutdown signals in every thread (threads inherit the mask) and take them with
      * sigwait in main: no async-signal-safety puzzles, and no global flag. */

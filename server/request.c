@@ -36,29 +36,69 @@ void request_destroy(request *rq)
     free(rq->in);
     free(rq->out);
     free(rq->body);
+    free(rq->prob);
+    free(rq->top_idx);
+    text_free(&rq->piece);
+    budget_give(&s->request_budget, rq->body_reserved + rq->input_reserved);
+    budget_give(&s->answer_budget, rq->answer_reserved);
     free(rq);
     metrics_inflight(s->metrics, -1);
     atomic_fetch_sub(&s->inflight, 1);
 }
 
+bool request_body_expect(request *rq, size_t n)
+{
+    /* One byte more for the NUL that keeps a text body a C string for the parsers. */
+    if (!budget_take(&rq->srv->request_budget, (int64_t)n + 1))
+        return false;
+    rq->body_reserved = (int64_t)n + 1;
+    return true;
+}
+
+/* Drops the body collected so far; what still arrives is only counted. */
+static void drop(request *rq)
+{
+    free(rq->body);
+    rq->body = NULL;
+    rq->len = rq->cap = 0;
+    budget_give(&rq->srv->request_budget, rq->body_reserved);
+    rq->body_reserved = 0;
+}
+
 bool request_body_append(request *rq, const char *data, size_t n)
 {
     size_t limit = (size_t)rq->srv->cfg.max_body_bytes;
-    if (rq->too_large)
+    if (rq->too_large || rq->over_budget) {
+        rq->drained += n;
         return true;
+    }
     if (n > limit - rq->len) {
         rq->too_large = true;
-        free(rq->body);
-        rq->body = NULL;
-        rq->len = rq->cap = 0;
+        rq->drained += n;
+        drop(rq);
         return true;
     }
     if (rq->len + n + 1 > rq->cap) {
-        size_t cap = rq->cap ? rq->cap : REQUEST_BODY_INITIAL;
-        while (cap < rq->len + n + 1)
-            cap *= 2;
-        if (cap > limit + 1)
-            cap = limit + 1;
+        size_t cap;
+        if (rq->body_reserved > 0 && rq->len + n + 1 <= (size_t)rq->body_reserved) {
+            cap = (size_t)rq->body_reserved; /* announced: one allocation of its exact size */
+        } else {
+            cap = rq->cap ? rq->cap : REQUEST_BODY_INITIAL;
+            while (cap < rq->len + n + 1)
+                cap *= 2;
+            if (cap > limit + 1)
+                cap = limit + 1;
+            /* A body of unknown length reserves what it grows by. */
+            if ((int64_t)cap > rq->body_reserved) {
+                if (!budget_take(&rq->srv->request_budget, (int64_t)cap - rq->body_reserved)) {
+                    rq->over_budget = true;
+                    rq->drained += n;
+                    drop(rq);
+                    return true;
+                }
+                rq->body_reserved = (int64_t)cap;
+            }
+        }
         char *nb = realloc(rq->body, cap);
         if (!nb)
             return false;
@@ -67,6 +107,27 @@ bool request_body_append(request *rq, const char *data, size_t n)
     }
     memcpy(rq->body + rq->len, data, n);
     rq->len += n;
+    return true;
+}
+
+void request_drop_body(request *rq)
+{
+    drop(rq);
+}
+
+bool request_reserve_input(request *rq, size_t n)
+{
+    if (!budget_take(&rq->srv->request_budget, (int64_t)n))
+        return false;
+    rq->input_reserved += (int64_t)n;
+    return true;
+}
+
+bool request_reserve_answer(request *rq, size_t n)
+{
+    if (!budget_take(&rq->srv->answer_budget, (int64_t)n))
+        return false;
+    rq->answer_reserved += (int64_t)n;
     return true;
 }
 

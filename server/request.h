@@ -30,6 +30,7 @@
 #include "server.h"
 #include "status.h"
 #include "tensor.h"
+#include "text.h"
 
 typedef enum {
     ROUTE_HEALTH,  /* /v2/health/live, /v2/health/ready */
@@ -84,7 +85,14 @@ typedef struct request {
     /* the body, collected up to the limit */
     char *body;
     size_t len, cap;
-    bool too_large;
+    bool too_large;   /* past --max-body-bytes: dropped */
+    bool over_budget; /* past the request budget: dropped */
+    size_t drained;   /* bytes that arrived after the body was dropped */
+
+    /* memory held against the server's budgets (server.h), all given back by request_destroy */
+    int64_t body_reserved;   /* request budget: the body buffer */
+    int64_t input_reserved;  /* request budget: tensors decoded from the body */
+    int64_t answer_reserved; /* answer budget: the output and its serialisation */
 
     /* what the endpoint parsed */
     infer_request q;
@@ -98,6 +106,18 @@ typedef struct request {
     float *out;           /* the output, filled by the worker */
     spec_shape out_shape; /* of the whole request's output */
 
+    /* an answer written piece by piece (reply_write): the writer, where it is, its piece */
+    bool (*writer)(struct request *rq, text *piece);
+    text piece;
+    size_t piece_off;
+    bool written; /* the writer has produced its last piece */
+    int phase;
+    size_t at;       /* the next value of the current run */
+    int64_t sample;  /* /predictions: the sample being written */
+    float *prob;     /* /predictions: its probabilities */
+    int *top_idx;    /* /predictions: its classes by probability */
+    size_t head_len; /* binary output: the JSON header's length */
+
     /* the answer, for the access log and metrics */
     bool replied;
     int http_code;
@@ -110,9 +130,20 @@ request *request_create(server *s, struct MHD_Connection *conn, const char *meth
 /* Releases everything the request holds. Safe on NULL. */
 void request_destroy(request *rq);
 
-/* Appends n bytes of body, up to --max-body-bytes (past it, the body is dropped and too_large
- * set). False when out of memory. */
+/* Reserves a body of n bytes (its Content-Length) from the request budget before any of it is
+ * read. False when it does not fit. */
+bool request_body_expect(request *rq, size_t n);
+/* Appends n bytes of body. Past --max-body-bytes the body is dropped and too_large set; a body of
+ * unknown length (chunked) reserves as it grows, and one that does not fit the request budget is
+ * dropped with over_budget set. Dropped bodies only count what still arrives (drained). False when
+ * out of memory. */
 bool request_body_append(request *rq, const char *data, size_t n);
+/* Frees the body once the input has been built from it, and gives its bytes back. */
+void request_drop_body(request *rq);
+/* Takes n more bytes for this request from the request budget (tensors decoded from the body) or
+ * the answer budget; false, with nothing taken, when they do not fit. */
+bool request_reserve_input(request *rq, size_t n);
+bool request_reserve_answer(request *rq, size_t n);
 
 /* Suspends the connection and queues rq->job on the model's batcher (state QUEUED). The
  * connection is resumed in state DONE when the job has run or was refused; rq->job.status and
