@@ -8,9 +8,12 @@
 #include "tensor.h"
 
 /* The scanner takes exactly the JSON that jansson takes (jscan.h), but for an integer past int64,
- * which jansson refuses ("too big integer") and a float input may hold. */
+ * which jansson refuses ("too big integer", "too big negative integer") and a float input may
+ * hold. Bodies with a NUL byte are left out: jansson takes some of those, which JSON does not. */
 static inline void grammar_check(const char *body, size_t len)
 {
+    if (memchr(body, '\0', len))
+        return;
     jscan_doc d;
     char err[FUZZ_ERR_LEN];
     bool ours = jscan_document(body, len, SIZE_MAX, &d, err, sizeof err) == SRV_OK;
@@ -19,7 +22,7 @@ static inline void grammar_check(const char *body, size_t len)
     bool theirs = v != NULL;
     json_decref(v);
     if (ours && !theirs)
-        FUZZ_CHECK(strstr(je.text, "too big integer") != NULL);
+        FUZZ_CHECK(strstr(je.text, "too big") != NULL);
     if (theirs && !ours)
         FUZZ_CHECK(strstr(err, "invalid JSON") == NULL); /* a limit, never the grammar */
     if (ours && d.has_data)
