@@ -6,6 +6,7 @@
  * state (request.h); what to answer is api.c's business, how to answer reply.c's.
  */
 #include "api.h"
+#include "framing.h"
 #include "guard.h"
 #include "reply.h"
 #include "request.h"
@@ -29,8 +30,10 @@ enum {
     HTTP_NS_PER_MS = 1000000,
     HTTP_NS_PER_S = 1000000000,
     HTTP_DRAIN_S = 1, /* after the shutdown timeout, how long the drained queues may take */
-    HTTP_DRAIN_MAX =
-        1 << 20, /* bytes of a refused chunked body read before the connection is cut */
+    /* bytes of a refused chunked body read before the connection is cut */
+    HTTP_DRAIN_MAX = 1 << 20,
+    HTTP_MAX_TARGET = 8192, /* bytes of a request target (path and query) */
+    HTTP_MAX_PARAMS = 64,   /* arguments of a query */
 };
 
 static const char HTTP_HEALTH_PREFIX[] = "/v2/health/";
@@ -140,23 +143,103 @@ static enum MHD_Result early_answer(request *rq, srv_status s, bool body)
     return MHD_YES;
 }
 
-/* The first call: the headers are in. Creates the request, checks the key, routes it, and refuses
- * what can be refused before the body is read, so that nothing of a body is held before the
- * request is known to be authorised, routed to something that takes a body, within the body limit
- * and within the request budget. */
-static enum MHD_Result on_headers(server *s, struct MHD_Connection *conn, const char *url,
-                                  const char *method, void **con_cls)
+/* The request line is in (libmicrohttpd's URI log callback, called once per request, before the
+ * header fields and before the query is split into arguments): the request starts here. A target
+ * past HTTP_MAX_TARGET or with more than HTTP_MAX_PARAMS arguments is refused with 414 or 400
+ * once the headers are in. Its query is cut off now, in libmicrohttpd's own buffer, before
+ * libmicrohttpd splits it: in 0.9.75 running out of connection memory while splitting arguments
+ * loses its own 431 and goes on reading, so no request may get that far. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    request *rq = request_create(s, conn, method, url);
+    server *s = cls;
+    request *rq = request_create(s, conn);
+    if (!rq)
+        return NULL;
+    size_t len = strlen(uri), params = 0;
+    char *query = strchr(uri, '?');
+    for (const char *p = query; p && *p; p++)
+        params += *p == '&' || *p == '?';
+    rq->target_len = len;
+    if (len > HTTP_MAX_TARGET)
+        rq->target_status =
+            srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_URI_TOO_LONG,
+                     "the request target is %zu bytes; the limit is %d", len, HTTP_MAX_TARGET);
+    else if (params > HTTP_MAX_PARAMS)
+        rq->target_status =
+            srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                     "the query has %zu parameters; the limit is %d", params, HTTP_MAX_PARAMS);
+    if (rq->target_status != SRV_OK && query)
+        query[1] = '\0'; /* the buffer is libmicrohttpd's, writable, and the NUL is in it */
+    return rq;
+}
+
+typedef struct {
+    framing_field fields[FRAMING_MAX_FIELDS + 1];
+    size_t n;
+} field_list;
+
+static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
+{
+    field_list *l = cls;
+    (void)kind;
+    if (l->n > FRAMING_MAX_FIELDS)
+        return MHD_NO; /* one past the limit is enough to say "too many" */
+    l->fields[l->n++] =
+        (framing_field){key, key_size, value ? value : "", value ? value_size : 0, false};
+    return MHD_YES;
+}
+
+/* The header section, checked as RFC 9112 wants (framing.h). libmicrohttpd 0.9.75 keeps each value
+ * where it was received, NUL-terminated at its line's end (CR and LF become NULs), and takes a
+ * value up to its first NUL: a NUL inside a value shows as a non-NUL byte right after that
+ * terminator, where a line's end is followed by its LF's NUL or, with a bare LF, by the next
+ * field's name. */
+static srv_status check_framing(request *rq, const char *version)
+{
+    field_list l = {.n = 0};
+    MHD_get_connection_values_n(rq->conn, MHD_HEADER_KIND, collect_field, &l);
+    for (size_t i = 0; i < l.n && i < FRAMING_MAX_FIELDS; i++) {
+        const char *after = l.fields[i].value + l.fields[i].value_len + 1;
+        bool next_name = i + 1 < l.n && after == l.fields[i + 1].name;
+        l.fields[i].value_cut = *after != '\0' && !next_name;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    framing_request r = {.http10 = !strcmp(version, MHD_HTTP_VERSION_1_0),
+                         .fields = l.fields,
+                         .nfields = l.n,
+                         .header_bytes = ci ? ci->header_size : 0};
+    return framing_check(&r, rq->errbuf, sizeof rq->errbuf);
+}
+
+/* The first call: the headers are in. Checks the framing, checks the key, routes the request, and
+ * refuses what can be refused before the body is read, so that nothing of a body is held before
+ * the request is known to be well framed, authorised, routed to something that takes a body,
+ * within the body limit and within the request budget. */
+static enum MHD_Result on_headers(server *s, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, void **con_cls)
+{
+    request *rq = *con_cls ? *con_cls : request_create(s, conn);
     if (!rq)
         return MHD_NO;
     *con_cls = rq;
+    request_set_line(rq, method, url);
+    rq->state = REQUEST_RECEIVING;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     rq->gc = ci ? ci->socket_context : NULL;
     guard_busy(s->guard, rq->gc, true);
     unsigned long long length;
     bool chunked, body = announces_body(conn, &length, &chunked);
+
+    /* Framing first: when it cannot be trusted, nothing after the headers can be, so the answer
+     * goes now and the connection closes after it. */
+    srv_status st = rq->target_status != SRV_OK ? rq->target_status : check_framing(rq, version);
+    if (st != SRV_OK) {
+        rq->must_close = true;
+        return reply_error(rq, st, "%s", rq->errbuf);
+    }
 
     /* The key comes first for every method, so that without it nothing about the models (not
      * even which names exist) can be learnt, and no body is held. Health stays open for probes,
@@ -170,7 +253,7 @@ static enum MHD_Result on_headers(server *s, struct MHD_Connection *conn, const 
             srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAUTHORIZED,
                      "missing or wrong API key; send 'Authorization: Bearer <key>'"),
             body);
-    srv_status st = api_route(rq, url, method);
+    st = api_route(rq, url, method);
     if (st != SRV_OK)
         return early_answer(rq, st, body);
     if (!rq->has_body) {
@@ -203,10 +286,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     server *s = cls;
     request *rq = *con_cls;
-    (void)version;
 
-    if (!rq)
-        return on_headers(s, conn, url, method, con_cls);
+    if (!rq || rq->state == REQUEST_LINE)
+        return on_headers(s, conn, url, method, version, con_cls);
 
     if (rq->replied) {
         /* A response was queued early (413, 415): swallow whatever body still arrives. */
@@ -246,6 +328,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return api_handle(rq);
     case REQUEST_DONE:
         return api_finish(rq);
+    case REQUEST_LINE:
     case REQUEST_DECODING:
     case REQUEST_QUEUED:
     case REQUEST_ANSWERING:
@@ -319,7 +402,7 @@ bool http_start(server *s, char *err, size_t errlen)
         (unsigned int)s->cfg.connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-        MHD_OPTION_END);
+        MHD_OPTION_URI_LOG_CALLBACK, on_request_line, s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         guard_destroy(s->guard);

@@ -16,6 +16,9 @@ static const char REPLY_RETRY_AFTER_S[] = "1"; /* seconds, on every 503 */
 static void add_common_headers(const request *rq, struct MHD_Response *resp)
 {
     const server *s = rq->srv;
+    /* libmicrohttpd closes the connection after an answer that says so. */
+    if (rq->must_close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (s->cfg.cors_origin[0]) {
         MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin);
         MHD_add_response_header(resp, "Access-Control-Expose-Headers",

@@ -9,7 +9,7 @@ enum {
     REQUEST_BODY_INITIAL = 64 * 1024, /* first allocation of a body; it doubles from there */
 };
 
-request *request_create(server *s, struct MHD_Connection *conn, const char *method, const char *url)
+request *request_create(server *s, struct MHD_Connection *conn)
 {
     request *rq = calloc(1, sizeof *rq);
     if (!rq)
@@ -18,13 +18,18 @@ request *request_create(server *s, struct MHD_Connection *conn, const char *meth
     rq->conn = conn;
     rq->t0 = monotonic_ns();
     rq->model_index = -1;
-    rq->state = REQUEST_RECEIVING;
+    rq->state = REQUEST_LINE;
     rq->arrived_ready = atomic_load(&s->ready);
-    snprintf(rq->method, sizeof rq->method, "%s", method);
-    snprintf(rq->path, sizeof rq->path, "%s", url);
+    snprintf(rq->method, sizeof rq->method, "-");
     atomic_fetch_add(&s->inflight, 1);
     metrics_inflight(s->metrics, 1);
     return rq;
+}
+
+void request_set_line(request *rq, const char *method, const char *url)
+{
+    snprintf(rq->method, sizeof rq->method, "%s", method);
+    snprintf(rq->path, sizeof rq->path, "%s", url);
 }
 
 void request_destroy(request *rq)

@@ -4,15 +4,16 @@
  * libmicrohttpd reports the request completed; request_destroy() is the only place anything a
  * request holds is released. In between, a request moves through these states:
  *
- *     RECEIVING --> DECODING --> QUEUED --> DONE --> ANSWERING
- *         |  (MHD thread)  (suspended)  (suspended)  (resumed)  (MHD thread)
- *         +--------------------------------------------------> ANSWERING
+ *     LINE --> RECEIVING --> DECODING --> QUEUED --> DONE --> ANSWERING
+ *             (MHD thread)  (suspended)  (suspended)  (resumed)  (MHD thread)
+ *                  +--------------------------------------------> ANSWERING
  *
- * RECEIVING: headers are in and the body arrives on a libmicrohttpd thread. A request that needs no
- * work beyond parsing is answered from here. DECODING: the connection is suspended while images
- * are decoded off the libmicrohttpd threads (the decode pool of issue 11 sets it). QUEUED: the
- * connection is suspended while the model's batcher has the job. DONE: whoever finished the work
- * (worker, pool, or a refusal) has set the outcome and resumed the connection; the daemon then
+ * LINE: the request line has arrived (libmicrohttpd's URI log callback), the header fields have
+ * not. RECEIVING: headers are in and the body arrives on a libmicrohttpd thread. A request that
+ * needs no work beyond parsing is answered from here. DECODING: the connection is suspended while
+ * images are decoded off the libmicrohttpd threads (the decode pool of issue 11 sets it). QUEUED:
+ * the connection is suspended while the model's batcher has the job. DONE: whoever finished the
+ * work (worker, pool, or a refusal) has set the outcome and resumed the connection; the daemon then
  * calls api_finish() on a libmicrohttpd thread, which answers (ANSWERING).
  *
  * Everything a request uses of a model is reached through `model`: when model versions arrive
@@ -45,6 +46,7 @@ typedef enum {
 } route_kind;
 
 typedef enum {
+    REQUEST_LINE, /* the request line is in; the header fields are arriving */
     REQUEST_RECEIVING,
     REQUEST_DECODING,
     REQUEST_QUEUED,
@@ -69,6 +71,9 @@ typedef struct request {
     char path[REQUEST_PATH_MAX];
     bool arrived_ready; /* the server was ready when the request arrived (not shutting down) */
     request_state state;
+    srv_status target_status; /* a request target refused as it arrived (414, 400) */
+    size_t target_len;        /* its length as sent */
+    bool must_close;          /* framing cannot be trusted: close the connection after answering */
 
     /* routing (api_route) */
     route_kind route;
@@ -125,8 +130,9 @@ typedef struct request {
 } request;
 
 /* A request for a connection whose request line has arrived. NULL when out of memory. */
-request *request_create(server *s, struct MHD_Connection *conn, const char *method,
-                        const char *url);
+request *request_create(server *s, struct MHD_Connection *conn);
+/* Records the method and path (the first REQUEST_PATH_MAX - 1 bytes) once the headers are in. */
+void request_set_line(request *rq, const char *method, const char *url);
 /* Releases everything the request holds. Safe on NULL. */
 void request_destroy(request *rq);
 
