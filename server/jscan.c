@@ -491,8 +491,10 @@ srv_status jscan_document(const char *body, size_t len, size_t max_data_values, 
         }
         if (*s.p == f->close) {
             /* The end of an empty container, or of one after its last value. */
-            if (f->role == ROLE_DATA)
+            if (f->role == ROLE_DATA) {
                 d->end = (size_t)(s.p - body) + 1;
+                d->data_elems = f->index;
+            }
             s.p++;
             s.depth--;
             continue;

@@ -38,6 +38,7 @@ typedef struct {
     bool has_data;          /* inputs[0].data exists and is an array */
     size_t begin, end;      /* its bytes: body[begin] == '[', body[end - 1] == ']' */
     size_t data_values;     /* values inside it, nested arrays included */
+    size_t data_elems;      /* its own elements (the count of a flat array) */
     size_t envelope_values; /* values outside it */
 } jscan_doc;
 

@@ -152,8 +152,9 @@ static srv_status check_nested(const char *p, const char *end, int depth, const 
     return SRV_OK;
 }
 
-/* The data array (flat, or nested row-major) holds exactly the shape's element count. */
-static srv_status check_json_data(infer_request *q, char *err, size_t errlen)
+/* The data array (flat, or nested row-major) holds exactly the shape's element count; elems is
+ * the number of its own elements, as the scanner counted them. */
+static srv_status check_json_data(infer_request *q, size_t elems, char *err, size_t errlen)
 {
     const char *p = q->json_data, *end = q->json_data + q->json_data_len;
     const char *first = jscan_enter(p, end);
@@ -164,7 +165,7 @@ static srv_status check_json_data(infer_request *q, char *err, size_t errlen)
         if (s != SRV_OK)
             return s;
     } else {
-        leaves = jscan_count(p, end);
+        leaves = elems;
     }
     if (leaves != q->count)
         return srv_fail(err, errlen, SRV_BAD_REQUEST,
@@ -678,7 +679,7 @@ srv_status infer_request_parse(const char *body, size_t len, size_t header_len, 
     } else {
         q->json_data = body + d.begin;
         q->json_data_len = d.end - d.begin;
-        s = check_json_data(q, err, errlen);
+        s = check_json_data(q, d.data_elems, err, errlen);
     }
 done:
     json_decref(root);
