@@ -136,28 +136,42 @@ bool request_reserve_answer(request *rq, size_t n)
     return true;
 }
 
-static void job_done(batch_job *job, void *ctx)
+void request_suspend(request *rq, request_state state)
 {
-    request *rq = ctx;
-    (void)job;
-    /* Runs on the worker thread; the result fields are written before resuming, and MHD's resume
-     * takes a mutex that the connection's thread takes again before calling the handler. */
+    rq->state = state;
+    MHD_suspend_connection(rq->conn);
+}
+
+void request_complete(request *rq)
+{
+    /* Whoever finished writes its results before this; MHD's resume takes a mutex that the
+     * connection's thread takes again before it calls the handler, which then sees them. */
     rq->state = REQUEST_DONE;
     MHD_resume_connection(rq->conn);
 }
 
-void request_submit(request *rq)
+static void job_done(batch_job *job, void *ctx)
+{
+    (void)job;
+    request_complete(ctx); /* on the worker thread */
+}
+
+void request_queue(request *rq)
 {
     rq->job.done = job_done;
     rq->job.ctx = rq;
     rq->state = REQUEST_QUEUED;
-    /* Suspend before submitting: the worker may finish and resume before this thread returns. A
-     * refused job (queue full, shutting down) completes the same way, through a resume. */
-    MHD_suspend_connection(rq->conn);
     srv_status s = batcher_submit(rq->model->batcher, &rq->job, rq->job.err, sizeof rq->job.err);
     if (s != SRV_OK) {
+        /* Refused (queue full, shutting down): it completes the same way, through a resume. */
         rq->job.status = s;
-        rq->state = REQUEST_DONE;
-        MHD_resume_connection(rq->conn);
+        request_complete(rq);
     }
+}
+
+void request_submit(request *rq)
+{
+    /* Suspend before submitting: the worker may finish and resume before this thread returns. */
+    request_suspend(rq, REQUEST_QUEUED);
+    request_queue(rq);
 }

@@ -153,7 +153,18 @@ bool request_reserve_answer(request *rq, size_t n);
 
 /* Suspends the connection and queues rq->job on the model's batcher (state QUEUED). The
  * connection is resumed in state DONE when the job has run or was refused; rq->job.status and
- * rq->job.err then hold the outcome. */
+ * rq->job.err then hold the outcome. On a libmicrohttpd thread, from the handler. */
 void request_submit(request *rq);
+
+/* The pieces of request_submit, for work done off the libmicrohttpd threads (the decode pool of
+ * issue 11): on the handler's thread, request_suspend(rq, REQUEST_DECODING), then hand rq to the
+ * pool; on the pool's thread, when the input is built, request_queue(rq) (which completes it if
+ * the batcher refuses), or on a failure set rq->job.status and rq->job.err and call
+ * request_complete(rq). Either way api_finish() answers it on a libmicrohttpd thread. */
+void request_suspend(request *rq, request_state state);
+/* Queues rq->job on its model's batcher; the connection must be suspended. Any thread. */
+void request_queue(request *rq);
+/* Marks the suspended work finished (state DONE) and resumes the connection. Any thread. */
+void request_complete(request *rq);
 
 #endif
