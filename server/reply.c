@@ -26,6 +26,23 @@ static void add_common_headers(const request *rq, struct MHD_Response *resp)
     }
 }
 
+/* Queues a response with its content type, extra headers and the common headers. */
+static enum MHD_Result queue(request *rq, int code, struct MHD_Response *resp,
+                             const char *content_type, const char *const *headers)
+{
+    if (content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    for (int i = 0; headers && headers[i]; i += 2)
+        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    add_common_headers(rq, resp);
+    rq->http_code = code;
+    rq->state = REQUEST_ANSWERING;
+    enum MHD_Result r = MHD_queue_response(rq->conn, (unsigned)code, resp);
+    MHD_destroy_response(resp);
+    rq->replied = true;
+    return r;
+}
+
 enum MHD_Result reply_raw(request *rq, int code, const char *content_type, char *body, size_t len,
                           const char *const *headers)
 {
@@ -35,18 +52,8 @@ enum MHD_Result reply_raw(request *rq, int code, const char *content_type, char 
         free(body);
         return MHD_NO;
     }
-    if (content_type)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    for (int i = 0; headers && headers[i]; i += 2)
-        MHD_add_response_header(resp, headers[i], headers[i + 1]);
-    add_common_headers(rq, resp);
-    rq->http_code = code;
     rq->resp_bytes = len;
-    rq->state = REQUEST_ANSWERING;
-    enum MHD_Result r = MHD_queue_response(rq->conn, (unsigned)code, resp);
-    MHD_destroy_response(resp);
-    rq->replied = true;
-    return r;
+    return queue(rq, code, resp, content_type, headers);
 }
 
 enum MHD_Result reply_json(request *rq, int code, text *t)
@@ -92,23 +99,6 @@ enum MHD_Result reply_error(request *rq, srv_status s, const char *fmt, ...)
     server_log(rq->srv, LOG_DEBUG, "%s %s -> %d: %s", rq->method, rq->path, srv_status_http(s),
                msg);
     return reply_raw(rq, srv_status_http(s), "application/json", body, len, headers);
-}
-
-/* Queues a response made elsewhere, with the common headers. */
-static enum MHD_Result queue(request *rq, int code, struct MHD_Response *resp,
-                             const char *content_type, const char *const *headers)
-{
-    if (content_type)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    for (int i = 0; headers && headers[i]; i += 2)
-        MHD_add_response_header(resp, headers[i], headers[i + 1]);
-    add_common_headers(rq, resp);
-    rq->http_code = code;
-    rq->state = REQUEST_ANSWERING;
-    enum MHD_Result r = MHD_queue_response(rq->conn, (unsigned)code, resp);
-    MHD_destroy_response(resp);
-    rq->replied = true;
-    return r;
 }
 
 /* libmicrohttpd asks for more of a streamed answer: the rest of the current piece, then new
