@@ -365,9 +365,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     int64_t dt = monotonic_ns() - rq->t0;
     int code = rq->replied ? rq->http_code : 0;
-    metrics_request(s->metrics, rq->model_index, code, dt);
-    if (s->level >= LOG_INFO)
-        log_access(s, rq, code, dt, toe);
+    if (rq->state == REQUEST_LINE) {
+        /* The client went away (or was timed out) before its headers were complete: not a
+         * request anyone answered. */
+        server_log(s, LOG_DEBUG, "a client left after its request line (%.3fms)",
+                   (double)dt / HTTP_NS_PER_MS);
+    } else {
+        metrics_request(s->metrics, rq->model_index, code, dt);
+        if (s->level >= LOG_INFO)
+            log_access(s, rq, code, dt, toe);
+    }
     guard_busy(s->guard, rq->gc, false);
     request_destroy(rq);
     *con_cls = NULL;

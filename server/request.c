@@ -21,8 +21,6 @@ request *request_create(server *s, struct MHD_Connection *conn)
     rq->state = REQUEST_LINE;
     rq->arrived_ready = atomic_load(&s->ready);
     snprintf(rq->method, sizeof rq->method, "-");
-    atomic_fetch_add(&s->inflight, 1);
-    metrics_inflight(s->metrics, 1);
     return rq;
 }
 
@@ -30,6 +28,13 @@ void request_set_line(request *rq, const char *method, const char *url)
 {
     snprintf(rq->method, sizeof rq->method, "%s", method);
     snprintf(rq->path, sizeof rq->path, "%s", url);
+    /* In flight from here: shutdown waits for requests whose headers are in, not for clients
+     * that stopped halfway through theirs (the guard closes those). */
+    if (!rq->counted) {
+        rq->counted = true;
+        atomic_fetch_add(&rq->srv->inflight, 1);
+        metrics_inflight(rq->srv->metrics, 1);
+    }
 }
 
 void request_destroy(request *rq)
@@ -46,9 +51,12 @@ void request_destroy(request *rq)
     text_free(&rq->piece);
     budget_give(&s->request_budget, rq->body_reserved + rq->input_reserved);
     budget_give(&s->answer_budget, rq->answer_reserved);
+    bool counted = rq->counted;
     free(rq);
-    metrics_inflight(s->metrics, -1);
-    atomic_fetch_sub(&s->inflight, 1);
+    if (counted) {
+        metrics_inflight(s->metrics, -1);
+        atomic_fetch_sub(&s->inflight, 1);
+    }
 }
 
 bool request_body_expect(request *rq, size_t n)

@@ -74,6 +74,7 @@ typedef struct request {
     srv_status target_status; /* a request target refused as it arrived (414, 400) */
     size_t target_len;        /* its length as sent */
     bool must_close;          /* framing cannot be trusted: close the connection after answering */
+    bool counted;             /* in the server's in-flight count (from request_set_line) */
 
     /* routing (api_route) */
     route_kind route;
@@ -131,7 +132,8 @@ typedef struct request {
 
 /* A request for a connection whose request line has arrived. NULL when out of memory. */
 request *request_create(server *s, struct MHD_Connection *conn);
-/* Records the method and path (the first REQUEST_PATH_MAX - 1 bytes) once the headers are in. */
+/* Records the method and path (the first REQUEST_PATH_MAX - 1 bytes) once the headers are in;
+ * the request counts as in flight from then on. */
 void request_set_line(request *rq, const char *method, const char *url);
 /* Releases everything the request holds. Safe on NULL. */
 void request_destroy(request *rq);
