@@ -368,7 +368,12 @@ static enum MHD_Result handle_metrics(request *rq)
     for (int i = 0; i < s->nmodels; i++)
         queued[i] = batcher_queued(s->models[i].batcher);
     size_t len;
-    char *body = metrics_render(s->metrics, queued, &len);
+    metrics_gauges g = {.queue_lengths = queued,
+                        .request_budget_used = budget_used(&s->request_budget),
+                        .request_budget_limit = s->request_budget.limit,
+                        .answer_budget_used = budget_used(&s->answer_budget),
+                        .answer_budget_limit = s->answer_budget.limit};
+    char *body = metrics_render(s->metrics, &g, &len);
     if (!body)
         return reply_error(rq, SRV_UNAVAILABLE, "out of memory rendering metrics");
     return reply_raw(rq, 200, "text/plain; version=0.0.4", body, len, NULL);

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,8 @@
 enum {
     MAIN_ERR = 2048,
     MAIN_MAX_MODELS = 256,
-    MAIN_BUDGET_SHARE = 8, /* each budget defaults to 1/8 of the memory */
+    MAIN_BUDGET_SHARE = 8,            /* each budget defaults to 1/8 of the memory */
+    MAIN_MMAP_THRESHOLD = 256 * 1024, /* bytes from which malloc maps blocks of their own */
 };
 
 static void engine_warning(void *ctx, const char *message)
@@ -228,6 +230,13 @@ int main(int argc, char **argv)
         break;
     }
     log_level_parse(s.cfg.log_level, &s.level); /* checked by config_parse */
+#ifdef M_MMAP_THRESHOLD
+    /* Bodies, tensors and outputs come and go with requests. glibc serves large blocks with mmap
+     * (returned to the system on free) only below a threshold it raises after each such free, up
+     * to 32 MB; blocks under it come from the heap and stay there after a burst. A fixed
+     * threshold keeps every large buffer mapped, so that RSS comes back once requests end. */
+    mallopt(M_MMAP_THRESHOLD, MAIN_MMAP_THRESHOLD);
+#endif
     if (!set_budgets(&s, err, sizeof err)) {
         fprintf(stderr, "convserve: %s\n", err);
         return 2;

@@ -130,7 +130,7 @@ static void put_histogram(text *t, const char *name, const char *model, const hi
     text_put(t, "%s_count{model=\"%s\"} %llu\n", name, model, (unsigned long long)h->n);
 }
 
-char *metrics_render(metrics *m, const int *queue_lengths, size_t *len)
+char *metrics_render(metrics *m, const metrics_gauges *g, size_t *len)
 {
     text t = {0};
     pthread_mutex_lock(&m->mu);
@@ -174,7 +174,16 @@ char *metrics_render(metrics *m, const int *queue_lengths, size_t *len)
                  "# TYPE convserve_queue_length gauge\n");
     for (int i = 0; i < n; i++)
         text_put(&t, "convserve_queue_length{model=\"%s\"} %d\n", m->names[i],
-                 queue_lengths ? queue_lengths[i] : 0);
+                 g->queue_lengths ? g->queue_lengths[i] : 0);
+    text_put(&t,
+             "# HELP convserve_budget_bytes Memory held against each budget, and its limit.\n"
+             "# TYPE convserve_budget_bytes gauge\n"
+             "convserve_budget_bytes{budget=\"request\",kind=\"used\"} %lld\n"
+             "convserve_budget_bytes{budget=\"request\",kind=\"limit\"} %lld\n"
+             "convserve_budget_bytes{budget=\"answer\",kind=\"used\"} %lld\n"
+             "convserve_budget_bytes{budget=\"answer\",kind=\"limit\"} %lld\n",
+             (long long)g->request_budget_used, (long long)g->request_budget_limit,
+             (long long)g->answer_budget_used, (long long)g->answer_budget_limit);
     text_put(&t,
              "# HELP convserve_inflight_requests Requests received and not yet answered.\n"
              "# TYPE convserve_inflight_requests gauge\n"

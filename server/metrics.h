@@ -18,7 +18,14 @@ void metrics_batch(metrics *m, int model, int samples, int64_t run_ns);
 void metrics_queue_wait(metrics *m, int model, int64_t wait_ns);
 void metrics_inflight(metrics *m, int delta);
 
-/* Renders the Prometheus text format into a malloc'd string; queue lengths come from the caller. */
-char *metrics_render(metrics *m, const int *queue_lengths, size_t *len);
+/* Gauges the caller reads at render time. */
+typedef struct {
+    const int *queue_lengths; /* one per model */
+    int64_t request_budget_used, request_budget_limit;
+    int64_t answer_budget_used, answer_budget_limit;
+} metrics_gauges;
+
+/* Renders the Prometheus text format into a malloc'd string. */
+char *metrics_render(metrics *m, const metrics_gauges *g, size_t *len);
 
 #endif

@@ -462,6 +462,9 @@ class Suite:
         expect("# TYPE convserve_requests_total counter" in text, "requests_total is no counter")
         expect("# TYPE convserve_batch_size histogram" in text, "batch_size is no histogram")
         expect(re.search(r"^convserve_inflight_requests \d+$", text, re.M), "inflight gauge")
+        for budget in ("request", "answer"):
+            expect(re.search(r'^convserve_budget_bytes\{budget="%s",kind="limit"\} [1-9]\d*$' %
+                             budget, text, re.M), "%s budget limit gauge" % budget)
         expect(re.search(r'^convserve_queue_length\{model="digits"\} \d+$', text, re.M),
                "queue_length of digits")
         for line in text.splitlines():
