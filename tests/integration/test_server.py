@@ -3,10 +3,13 @@
 
 Python 3 standard library only. Starts the server from --binary on the repository of --models,
 checks every endpoint (metadata, correctness against the PyTorch logits of examples/expected.json,
-the Triton binary extension, other networks, concurrent batching, metrics), runs a table of hostile
-requests twice, and stops it with SIGTERM under load, expecting in-flight requests to finish, exit 0
-and a log without errors or sanitizer reports. A second server runs with a small body limit, a
-queue of one, an API key and CORS. Last, broken model repositories must be refused at start.
+the Triton binary extension, other networks, concurrent batching, metrics), runs the hostile
+requests of tests/integration/cases/ twice (each with its exact answer; format: casefile.py) and
+every byte value in path, query and headers, and stops it with SIGTERM under load, expecting
+in-flight requests to finish, exit 0 and a log without errors or sanitizer reports. A second
+server runs with a small body limit, a queue of one, an API key and CORS. Then broken model
+repositories must be refused at start, and a hostile environment (tests/integration/fault_shim.c:
+a failing strdup, the wall clock a day ahead) must be survived.
 
 Prints one line per check and ends with "N passed, M failed"; exits 1 on any failure.
 
