@@ -208,29 +208,8 @@ def raw_request(port, method, path, headers=(), body=b"", send_body=True, timeou
                 s.sendall(body)
             except OSError:
                 pass  # the server may answer and close before taking all of it
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise AssertionError("connection closed before an answer: %r" % buf[:200])
-            buf += chunk
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        hl = head.decode("latin-1").split("\r\n")
-        status = int(hl[0].split()[1])
-        hdrs = {}
-        for line in hl[1:]:
-            k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        n = 0 if method == "HEAD" else int(hdrs.get("content-length", "-1"))
-        while n < 0 or len(rest) < n:
-            try:
-                chunk = s.recv(65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            rest += chunk
-        return status, hdrs, rest[:n] if n >= 0 else rest
+        status, hdrs, body, _ = read_answer(s, method)
+        return status, hdrs, body
     finally:
         s.close()
 
