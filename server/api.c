@@ -19,6 +19,13 @@ enum {
     API_DEFAULT_TOP = 5,
     API_REPO_MAX_BODY = 64 * 1024, /* bytes of a repository request's JSON body */
     API_MAX_LIVE = 4096,           /* loaded versions /metrics reports on */
+    API_SHAPE_TEXT = 128,          /* room for a formatted shape ("[64,3,1024,1024]") */
+    /* Answer bytes held beside the output: the piece of a streamed answer being sent. */
+    API_ANSWER_OVERHEAD = 128 * 1024,
+    API_STEP_VALUES = 4096, /* values per piece of a streamed answer (about 64 KB of text) */
+    API_VALUE_BYTES = 16,   /* an estimate of one value's text: "-1.23456789e-05," */
+    API_HEAD_BYTES = 1024,  /* of an answer's JSON around its values */
+    API_TOP_BYTES = 64,     /* of one entry of "top" */
 };
 
 /* The KServe v2 extensions, and Triton's model_repository when models can change. */
@@ -61,6 +68,12 @@ srv_status api_route(request *rq, const char *url, const char *method)
     static const char models_prefix[] = "/v2/models/", predict_prefix[] = "/predictions/",
                       repo_models_prefix[] = "/v2/repository/models/", versions[] = "/versions/";
 
+    /* With CORS on, OPTIONS gets one answer whatever the path: a model name asked about in a
+     * preflight must not tell whether it exists. */
+    if (!strcmp(method, "OPTIONS") && s->cfg.cors_origin[0]) {
+        rq->route = ROUTE_OPTIONS;
+        return SRV_OK;
+    }
     if (!strcmp(url, "/v2/health/live") || !strcmp(url, "/v2/health/ready")) {
         rq->route = ROUTE_HEALTH;
         rq->live = !strcmp(url, "/v2/health/live");
@@ -134,10 +147,6 @@ srv_status api_route(request *rq, const char *url, const char *method)
     }
 
     rq->allow = allow;
-    if (!strcmp(method, "OPTIONS") && s->cfg.cors_origin[0]) {
-        rq->route = ROUTE_OPTIONS;
-        return SRV_OK;
-    }
     /* Whole-word match against the Allow list ("POST, PUT"). */
     bool ok = false;
     size_t ml = strlen(method);
@@ -277,7 +286,7 @@ static srv_status check_input(request *rq, const int64_t *dims, int rank, spec_s
     int64_t want[SPEC_MAX_RANK];
     int wrank = model_input_dims(sp, want);
     if (rank != wrank) {
-        char a[128] = "", b[128] = "";
+        char a[API_SHAPE_TEXT] = "", b[API_SHAPE_TEXT] = "";
         spec_shape sa = {.rank = rank > SPEC_MAX_RANK ? SPEC_MAX_RANK : rank};
         spec_shape sb = {.rank = wrank};
         memcpy(sa.d, dims, (size_t)sa.rank * sizeof *dims);
@@ -424,7 +433,11 @@ static enum MHD_Result handle_metrics(request *rq)
         return reply_error(rq, SRV_UNAVAILABLE, "out of memory rendering metrics");
     int nlive = repository_live(s->repo, live, API_MAX_LIVE);
     size_t len;
-    char *body = metrics_render(s->metrics, live, nlive, &len);
+    metrics_budgets g = {.request_used = budget_used(&s->request_budget),
+                         .request_limit = s->request_budget.limit,
+                         .answer_used = budget_used(&s->answer_budget),
+                         .answer_limit = s->answer_budget.limit};
+    char *body = metrics_render(s->metrics, live, nlive, &g, &len);
     free(live);
     if (!body)
         return reply_error(rq, SRV_UNAVAILABLE, "out of memory rendering metrics");
@@ -555,8 +568,26 @@ static srv_status image_size(request *rq, int64_t *c, int64_t *h, int64_t *w)
     return SRV_OK;
 }
 
-/* Decodes n images into rq->in as [n, C, H, W] and fills dims. */
-static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t n, int64_t *dims)
+/* The most elements one input to the model may have: max_batch samples of its largest shape (free
+ * H and W count as --max-input-pixels together). Request data past it is refused unread. */
+static size_t model_max_elems(const request *rq)
+{
+    const spec_model *sp = engine_model_spec(rq->model->model);
+    size_t per = 1;
+    bool free_hw = false;
+    for (int i = 0; i < sp->input_rank; i++) {
+        if (sp->input_dims[i] < 0)
+            free_hw = true;
+        else
+            per *= (size_t)sp->input_dims[i]; /* bounded by SPEC_MAX_DIM */
+    }
+    if (free_hw)
+        per *= (size_t)rq->srv->cfg.max_input_pixels;
+    return per * (size_t)rq->model->max_batch;
+}
+
+/* Checks n images against the model: how many, and the [n, C, H, W] they become. */
+static srv_status images_dims(request *rq, size_t n, int64_t *dims)
 {
     int64_t c = 0, h = 0, w = 0;
     srv_status st = image_size(rq, &c, &h, &w);
@@ -566,22 +597,6 @@ static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t 
         return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
                         "%zu images exceed max_batch_size %d of model '%s'; split the request", n,
                         rq->model->max_batch, rq->model->name);
-    size_t per = (size_t)(c * h * w);
-    rq->in = malloc(n * per * sizeof *rq->in);
-    if (!rq->in)
-        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
-    const spec_model *sp = engine_model_spec(rq->model->model);
-    for (size_t i = 0; i < n; i++) {
-        char err[512];
-        st = image_to_tensor(imgs[i].data, imgs[i].len, &sp->preprocess, (int)c, h, w,
-                             rq->srv->cfg.max_image_pixels, rq->in + i * per, err, sizeof err);
-        if (st != SRV_OK) {
-            if (n > 1)
-                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu of %zu: %s", i + 1, n,
-                                err);
-            return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "%s", err);
-        }
-    }
     dims[0] = (int64_t)n;
     dims[1] = c;
     dims[2] = h;
@@ -589,31 +604,97 @@ static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t 
     return SRV_OK;
 }
 
-/* Validates dims against the model, sizes the output and queues the job. */
-static enum MHD_Result submit(request *rq, const float *in, const int64_t *dims, int rank)
+/* Reserves n bytes of decoded input from the request budget. */
+static srv_status reserve_input(request *rq, size_t n)
+{
+    if (request_reserve_input(rq, n))
+        return SRV_OK;
+    return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE,
+                    "the server holds %lld bytes of requests and this input needs %zu more than "
+                    "--request-budget-bytes %lld allows; retry later",
+                    (long long)budget_used(&rq->srv->request_budget), n,
+                    (long long)rq->srv->request_budget.limit);
+}
+
+/* Decodes n images into rq->in as dims ([n, C, H, W], from images_dims). */
+static srv_status images_to_input(request *rq, const tensor_bytes *imgs, size_t n,
+                                  const int64_t *dims)
+{
+    size_t per = (size_t)(dims[1] * dims[2] * dims[3]);
+    srv_status st = reserve_input(rq, n * per * sizeof *rq->in);
+    if (st != SRV_OK)
+        return st;
+    rq->in = malloc(n * per * sizeof *rq->in);
+    if (!rq->in)
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
+    const spec_model *sp = engine_model_spec(rq->model->model);
+    for (size_t i = 0; i < n; i++) {
+        char err[512];
+        st = image_to_tensor(imgs[i].data, imgs[i].len, &sp->preprocess, (int)dims[1], dims[2],
+                             dims[3], rq->srv->cfg.max_image_pixels, rq->in + i * per, err,
+                             sizeof err);
+        if (st != SRV_OK) {
+            if (n > 1)
+                return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "image %zu of %zu: %s", i + 1, n,
+                                err);
+            return srv_fail(rq->errbuf, sizeof rq->errbuf, st, "%s", err);
+        }
+    }
+    return SRV_OK;
+}
+
+/* Checks dims against the model and sizes the answer, before the input is built: the output's
+ * shape and its buffer. */
+static srv_status prepare(request *rq, const int64_t *dims, int rank)
 {
     const spec_model *sp = engine_model_spec(rq->model->model);
     spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
     if (!shapes)
-        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
+        return srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
     srv_status st = check_input(rq, dims, rank, shapes, true);
     if (st == SRV_OK) {
         rq->out_shape = shapes[sp->n_layers - 1];
         size_t count = 1;
         for (int i = 0; i < rq->out_shape.rank; i++)
             count *= (size_t)rq->out_shape.d[i]; /* bounded by spec_infer */
-        rq->out = malloc(count * sizeof *rq->out);
-        if (!rq->out)
+        size_t bytes = count * sizeof *rq->out;
+        /* /predictions also holds one sample's probabilities and top indices while answering. */
+        size_t extra = rq->route == ROUTE_PREDICT
+                           ? count / (size_t)dims[0] * (sizeof *rq->prob + sizeof *rq->top_idx)
+                           : 0;
+        char shape[API_SHAPE_TEXT];
+        /* The answer is sized before anything runs: past the limit it is refused outright, and
+         * otherwise it waits its turn in the answer budget (it holds the output until it is
+         * sent, and a buffer while it is serialised). */
+        if (bytes > (size_t)rq->srv->cfg.max_output_bytes)
+            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_BAD_REQUEST,
+                          "the output %s would be %zu bytes (%zu FP32 values); the limit is %lld "
+                          "(--max-output-bytes)",
+                          spec_shape_format(&rq->out_shape, shape, sizeof shape), bytes, count,
+                          (long long)rq->srv->cfg.max_output_bytes);
+        else if (!request_reserve_answer(rq, bytes + extra + API_ANSWER_OVERHEAD))
+            st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE,
+                          "answers in flight hold %lld bytes and this one needs %zu more than "
+                          "--answer-budget-bytes %lld allows; retry later",
+                          (long long)budget_used(&rq->srv->answer_budget),
+                          bytes + extra + API_ANSWER_OVERHEAD,
+                          (long long)rq->srv->answer_budget.limit);
+        else if (!(rq->out = malloc(bytes)))
             st = srv_fail(rq->errbuf, sizeof rq->errbuf, SRV_UNAVAILABLE, "out of memory");
         rq->job.out = rq->out;
         rq->job.out_count = count;
     }
     free(shapes);
-    if (st != SRV_OK)
-        return reply_error(rq, st, "%s", rq->errbuf);
-    rq->job.in = in;
     rq->job.rank = rank;
     memcpy(rq->job.dims, dims, (size_t)rank * sizeof *dims);
+    return st;
+}
+
+/* Queues the prepared job with its input, which no longer needs the body. */
+static enum MHD_Result queue_job(request *rq, const float *in)
+{
+    request_drop_body(rq);
+    rq->job.in = in;
     request_submit(rq);
     return MHD_YES;
 }
@@ -623,8 +704,8 @@ static enum MHD_Result handle_infer(request *rq)
     model_entry *me = rq->model;
     const spec_model *sp = engine_model_spec(me->model);
     infer_request *q = &rq->q;
-    srv_status st = infer_request_parse(rq->body ? rq->body : "", rq->len, rq->header_len, q,
-                                        rq->errbuf, sizeof rq->errbuf);
+    srv_status st = infer_request_parse(rq->body ? rq->body : "", rq->len, rq->header_len,
+                                        model_max_elems(rq), q, rq->errbuf, sizeof rq->errbuf);
     if (st != SRV_OK)
         return reply_error(rq, st, "%s", rq->errbuf);
     if (strcmp(q->input_name, sp->input_name))
@@ -643,17 +724,24 @@ static enum MHD_Result handle_infer(request *rq)
                                "dimensions",
                                q->rank);
         int64_t dims[SPEC_MAX_RANK];
-        st = images_to_input(rq, q->elems, q->nelems, dims);
-        if (st != SRV_OK)
+        if ((st = images_dims(rq, q->count, dims)) != SRV_OK ||
+            (st = prepare(rq, dims, 4)) != SRV_OK ||
+            (st = reserve_input(rq, infer_request_load_bytes(q))) != SRV_OK ||
+            (st = infer_request_load(q, rq->errbuf, sizeof rq->errbuf)) != SRV_OK ||
+            (st = images_to_input(rq, q->elems, q->nelems, dims)) != SRV_OK)
             return reply_error(rq, st, "%s", rq->errbuf);
-        return submit(rq, rq->in, dims, 4);
+        return queue_job(rq, rq->in);
     }
     if (q->dtype == TENSOR_BOOL || q->dtype == TENSOR_FP16)
         return reply_error(rq, SRV_BAD_REQUEST,
                            "datatype %s is not supported; send FP32 (FP64 and integer types "
                            "are converted)",
                            tensor_dtype_name(q->dtype));
-    return submit(rq, q->data, q->shape, q->rank);
+    if ((st = prepare(rq, q->shape, q->rank)) != SRV_OK ||
+        (st = reserve_input(rq, infer_request_load_bytes(q))) != SRV_OK ||
+        (st = infer_request_load(q, rq->errbuf, sizeof rq->errbuf)) != SRV_OK)
+        return reply_error(rq, st, "%s", rq->errbuf);
+    return queue_job(rq, q->data);
 }
 
 static enum MHD_Result handle_predict(request *rq)
@@ -705,11 +793,15 @@ static enum MHD_Result handle_predict(request *rq)
     }
     int64_t dims[SPEC_MAX_RANK];
     if (st == SRV_OK)
+        st = images_dims(rq, n, dims);
+    if (st == SRV_OK)
+        st = prepare(rq, dims, 4);
+    if (st == SRV_OK)
         st = images_to_input(rq, imgs, n, dims);
     free(imgs);
     if (st != SRV_OK)
         return reply_error(rq, st, "%s", rq->errbuf);
-    return submit(rq, rq->in, dims, 4);
+    return queue_job(rq, rq->in);
 }
 
 enum MHD_Result api_handle(request *rq)
@@ -785,61 +877,102 @@ enum MHD_Result api_handle(request *rq)
 
 /* ---- answers ------------------------------------------------------------------------------ */
 
-static enum MHD_Result finish_infer(request *rq)
+/* Appends up to API_STEP_VALUES of the n values at v, from rq->at on, comma-separated; true when
+ * the run is complete (rq->at is then back to 0). */
+static bool put_values(request *rq, text *t, const float *v, size_t n)
+{
+    size_t stop = rq->at + API_STEP_VALUES < n ? rq->at + API_STEP_VALUES : n;
+    for (size_t i = rq->at; i < stop; i++) {
+        if (i)
+            text_append(t, ",", 1);
+        text_json_float(t, v[i]);
+    }
+    rq->at = stop;
+    if (stop < n)
+        return false;
+    rq->at = 0;
+    return true;
+}
+
+/* The head of an /infer answer, up to the output's data (or its binary size). */
+static void put_infer_head(request *rq, text *t)
 {
     model_entry *me = rq->model;
     const spec_model *sp = engine_model_spec(me->model);
-    infer_request *q = &rq->q;
-    size_t count = rq->job.out_count;
-    text t = {0};
-    text_put(&t, "{\"model_name\":");
-    text_json_string(&t, me->name, strlen(me->name));
-    text_put(&t, ",\"model_version\":\"%s\"", me->version_str);
+    const infer_request *q = &rq->q;
+    text_put(t, "{\"model_name\":");
+    text_json_string(t, me->name, strlen(me->name));
+    text_put(t, ",\"model_version\":\"%s\"", me->version_str);
     if (q->has_id) {
-        text_put(&t, ",\"id\":");
-        text_json_string(&t, q->id, strlen(q->id));
+        text_put(t, ",\"id\":");
+        text_json_string(t, q->id, strlen(q->id));
     }
-    text_put(&t, ",\"outputs\":[{\"name\":");
-    text_json_string(&t, sp->output_name, strlen(sp->output_name));
-    text_put(&t, ",\"datatype\":\"FP32\",\"shape\":");
-    put_dims(&t, rq->out_shape.d, rq->out_shape.rank);
-    if (q->binary_output) {
-        text_put(&t, ",\"parameters\":{\"binary_data_size\":%zu}}]", count * sizeof(float));
-    } else {
-        text_put(&t, ",\"data\":[");
-        for (size_t i = 0; i < count; i++) {
-            if (i)
-                text_append(&t, ",", 1);
-            text_json_float(&t, rq->out[i]);
-        }
-        text_put(&t, "]}]");
-    }
-    if (q->layer_shapes) {
+    text_put(t, ",\"outputs\":[{\"name\":");
+    text_json_string(t, sp->output_name, strlen(sp->output_name));
+    text_put(t, ",\"datatype\":\"FP32\",\"shape\":");
+    put_dims(t, rq->out_shape.d, rq->out_shape.rank);
+    if (q->binary_output)
+        text_put(t, ",\"parameters\":{\"binary_data_size\":%zu}}]",
+                 rq->job.out_count * sizeof(float));
+    else
+        text_put(t, ",\"data\":[");
+}
+
+/* The end of an /infer answer: layer_shapes if asked for. */
+static void put_infer_tail(request *rq, text *t)
+{
+    model_entry *me = rq->model;
+    const spec_model *sp = engine_model_spec(me->model);
+    if (rq->q.layer_shapes) {
         spec_shape *shapes = calloc(sp->n_layers, sizeof *shapes);
         int bad;
         char err[256];
         if (shapes && engine_model_shapes(me->model, rq->job.dims, rq->job.rank, shapes, &bad, err,
                                           sizeof err) == ENGINE_OK) {
-            text_put(&t, ",\"layer_shapes\":");
-            put_layers(&t, sp, shapes, false);
+            text_put(t, ",\"layer_shapes\":");
+            put_layers(t, sp, shapes, false);
         }
         free(shapes);
     }
-    text_put(&t, "}");
-    if (!q->binary_output)
-        return reply_json(rq, 200, &t);
+    text_put(t, "}");
+}
 
-    /* Binary output: the JSON header, then the raw little-endian floats. */
-    size_t json_len = t.len;
-    text_append(&t, rq->out, count * sizeof(float));
-    size_t len;
-    char *body = text_take(&t, &len);
-    if (!body)
+enum { INFER_HEAD, INFER_VALUES, INFER_TAIL };
+
+/* The /infer answer in JSON, a piece at a time (reply_writer). */
+static bool write_infer(request *rq, text *t)
+{
+    switch (rq->phase) {
+    case INFER_HEAD:
+        put_infer_head(rq, t);
+        rq->phase = INFER_VALUES;
+        return true;
+    case INFER_VALUES:
+        if (put_values(rq, t, rq->out, rq->job.out_count)) {
+            text_put(t, "]}]");
+            rq->phase = INFER_TAIL;
+        }
+        return true;
+    default:
+        put_infer_tail(rq, t);
+        return false;
+    }
+}
+
+static enum MHD_Result finish_infer(request *rq)
+{
+    if (!rq->q.binary_output)
+        return reply_write(rq, 200, "application/json", write_infer,
+                           API_HEAD_BYTES + rq->job.out_count * API_VALUE_BYTES);
+    /* Binary output: the JSON header, then the raw little-endian floats, read in place. */
+    put_infer_head(rq, &rq->piece);
+    put_infer_tail(rq, &rq->piece);
+    if (rq->piece.failed)
         return reply_error(rq, SRV_UNAVAILABLE, "out of memory building the answer");
     char hlen[32];
-    snprintf(hlen, sizeof hlen, "%zu", json_len);
+    snprintf(hlen, sizeof hlen, "%zu", rq->piece.len);
     const char *headers[] = {"Inference-Header-Content-Length", hlen, NULL};
-    return reply_raw(rq, 200, "application/octet-stream", body, len, headers);
+    return reply_with_output(rq, 200, "application/octet-stream", headers);
 }
 
 static int compare_desc(const void *a, const void *b, void *probs)
@@ -867,71 +1000,90 @@ static void top_indices(const float *p, int k, int n, int *idx)
     }
 }
 
-static enum MHD_Result finish_predict(request *rq)
+enum { PREDICT_HEAD, PREDICT_LOGITS, PREDICT_PROBS, PREDICT_TOP, PREDICT_END };
+
+/* The /predictions answer, a piece at a time (reply_writer): per sample its logits, its
+ * probabilities (softmax in double with the maximum subtracted, as torch.softmax does) and its top
+ * classes. */
+static bool write_predict(request *rq, text *t)
 {
     model_entry *me = rq->model;
     const spec_model *sp = engine_model_spec(me->model);
     int64_t n = rq->out_shape.d[0];
     size_t per = rq->job.out_count / (size_t)n;
-    int k = per < (size_t)rq->top ? (int)per : rq->top;
-    float *prob = malloc(per * sizeof *prob);
-    int *idx = malloc((size_t)k * sizeof *idx);
-    if (!prob || !idx) {
-        free(prob);
-        free(idx);
-        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
-    }
-    text t = {0};
-    text_put(&t, "{\"model_name\":");
-    text_json_string(&t, me->name, strlen(me->name));
-    text_put(&t, ",\"model_version\":\"%s\"", me->version_str);
-    text_put(&t, ",\"input_shape\":");
-    put_dims(&t, rq->job.dims, rq->job.rank);
-    text_put(&t, ",\"output_shape\":");
-    put_dims(&t, rq->out_shape.d, rq->out_shape.rank);
-    text_put(&t, ",\"predictions\":[");
-    for (int64_t i = 0; i < n; i++) {
-        const float *lg = rq->out + (size_t)i * per;
-        /* Softmax in double with the maximum subtracted, as torch.softmax does. */
+    const float *lg = rq->out + (size_t)rq->sample * per;
+    switch (rq->phase) {
+    case PREDICT_HEAD:
+        text_put(t, "{\"model_name\":");
+        text_json_string(t, me->name, strlen(me->name));
+        text_put(t, ",\"model_version\":\"%s\"", me->version_str);
+        text_put(t, ",\"input_shape\":");
+        put_dims(t, rq->job.dims, rq->job.rank);
+        text_put(t, ",\"output_shape\":");
+        put_dims(t, rq->out_shape.d, rq->out_shape.rank);
+        text_put(t, ",\"predictions\":[{\"logits\":[");
+        rq->phase = PREDICT_LOGITS;
+        return true;
+    case PREDICT_LOGITS:
+        if (!put_values(rq, t, lg, per))
+            return true;
         double mx = -INFINITY, sum = 0;
         for (size_t j = 0; j < per; j++)
             mx = lg[j] > mx ? lg[j] : mx;
         for (size_t j = 0; j < per; j++)
             sum += exp((double)lg[j] - mx);
         for (size_t j = 0; j < per; j++)
-            prob[j] = (float)(exp((double)lg[j] - mx) / sum);
-        text_put(&t, "%s{\"logits\":[", i ? "," : "");
-        for (size_t j = 0; j < per; j++) {
-            if (j)
-                text_append(&t, ",", 1);
-            text_json_float(&t, lg[j]);
+            rq->prob[j] = (float)(exp((double)lg[j] - mx) / sum);
+        text_put(t, "],\"probabilities\":[");
+        rq->phase = PREDICT_PROBS;
+        return true;
+    case PREDICT_PROBS:
+        if (put_values(rq, t, rq->prob, per)) {
+            text_put(t, "],\"top\":[");
+            rq->phase = PREDICT_TOP;
         }
-        text_put(&t, "],\"probabilities\":[");
-        for (size_t j = 0; j < per; j++) {
-            if (j)
-                text_append(&t, ",", 1);
-            text_json_float(&t, prob[j]);
-        }
-        text_put(&t, "],\"top\":[");
-        top_indices(prob, k, (int)per, idx);
+        return true;
+    case PREDICT_TOP: {
+        int k = per < (size_t)rq->top ? (int)per : rq->top;
+        int *idx = rq->top_idx;
+        top_indices(rq->prob, k, (int)per, idx);
         for (int j = 0; j < k; j++) {
-            text_put(&t, "%s{\"index\":%d,\"label\":", j ? "," : "", idx[j]);
+            text_put(t, "%s{\"index\":%d,\"label\":", j ? "," : "", idx[j]);
             if (sp->labels && (size_t)idx[j] < sp->n_labels) {
                 const char *lab = sp->labels[idx[j]];
-                text_json_string(&t, lab, strlen(lab));
+                text_json_string(t, lab, strlen(lab));
             } else {
-                text_put(&t, "\"%d\"", idx[j]);
+                text_put(t, "\"%d\"", idx[j]);
             }
-            text_put(&t, ",\"probability\":");
-            text_json_float(&t, prob[idx[j]]);
-            text_put(&t, "}");
+            text_put(t, ",\"probability\":");
+            text_json_float(t, rq->prob[idx[j]]);
+            text_put(t, "}");
         }
-        text_put(&t, "]}");
+        if (++rq->sample < n) {
+            text_put(t, "]},{\"logits\":[");
+            rq->phase = PREDICT_LOGITS;
+            return true;
+        }
+        text_put(t, "]}]}");
+        rq->phase = PREDICT_END;
+        return false;
     }
-    text_put(&t, "]}");
-    free(prob);
-    free(idx);
-    return reply_json(rq, 200, &t);
+    default:
+        return false;
+    }
+}
+
+static enum MHD_Result finish_predict(request *rq)
+{
+    size_t per = rq->job.out_count / (size_t)rq->out_shape.d[0];
+    /* Reserved with the answer (prepare). */
+    rq->prob = malloc(per * sizeof *rq->prob);
+    rq->top_idx = malloc(per * sizeof *rq->top_idx);
+    if (!rq->prob || !rq->top_idx)
+        return reply_error(rq, SRV_UNAVAILABLE, "out of memory");
+    return reply_write(rq, 200, "application/json", write_predict,
+                       API_HEAD_BYTES + rq->job.out_count * 2 * API_VALUE_BYTES +
+                           (size_t)rq->out_shape.d[0] * (size_t)rq->top * API_TOP_BYTES);
 }
 
 enum MHD_Result api_finish(request *rq)

@@ -8,6 +8,9 @@
 
 #include "spec.h" /* SPEC_MAX_BATCH */
 
+/* The largest byte count a setting takes: 1 PiB, far past any machine, so that sums stay exact. */
+#define CONFIG_MAX_BYTES (INT64_C(1) << 50)
+
 /* One table lists each setting once: field, flag, environment variable, kind, default, bounds and
  * help. Parsing, --help and the README's table all come from it. Command-line flags win over the
  * environment, which wins over the default. */
@@ -24,6 +27,18 @@
        "OpenMP threads per inference worker (model.json 'threads' wins); 0 = CPUs / workers")      \
     XX(max_body_bytes, "--max-body-bytes", "CONVSERVE_MAX_BODY_BYTES", INT, "67108864", 1024,      \
        1073741824, "largest request body; larger gets 413")                                        \
+    XX(request_budget_bytes, "--request-budget-bytes", "CONVSERVE_REQUEST_BUDGET_BYTES", INT, "0", \
+       0, CONFIG_MAX_BYTES,                                                                        \
+       "bytes of request bodies (and the tensors decoded from them) held at once over all "        \
+       "connections; past it 503; 0 = an eighth of the memory")                                    \
+    XX(answer_budget_bytes, "--answer-budget-bytes", "CONVSERVE_ANSWER_BUDGET_BYTES", INT, "0", 0, \
+       CONFIG_MAX_BYTES,                                                                           \
+       "bytes of answers (outputs being computed and sent) held at once; past it 503; 0 = an "     \
+       "eighth of the memory")                                                                     \
+    XX(max_output_bytes, "--max-output-bytes", "CONVSERVE_MAX_OUTPUT_BYTES", INT, "67108864",      \
+       1024, CONFIG_MAX_BYTES,                                                                     \
+       "largest output of one request (FP32 values x 4), known before it runs; "                   \
+       "larger gets 400")                                                                          \
     XX(max_image_pixels, "--max-image-pixels", "CONVSERVE_MAX_IMAGE_PIXELS", INT, "16777216", 1,   \
        1073741824, "largest width x height of an uploaded image (read from its header)")           \
     XX(max_input_pixels, "--max-input-pixels", "CONVSERVE_MAX_INPUT_PIXELS", INT, "1048576", 1,    \

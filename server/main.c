@@ -2,6 +2,7 @@
  * (SIGHUP rescans the repository). */
 #include "server.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,44 @@
 
 enum {
     MAIN_ERR = 2048,
+    MAIN_BUDGET_SHARE = 8,            /* each budget defaults to 1/8 of the memory */
+    MAIN_MMAP_THRESHOLD = 256 * 1024, /* bytes from which malloc maps blocks of their own */
 };
+
+/* The two memory budgets: as set, or an eighth each of the memory the process may use (but never
+ * less than one largest body, or no request could arrive). */
+static bool set_budgets(server *s, char *err, size_t errlen)
+{
+    const char *source;
+    int64_t mem = budget_memory(&source);
+    int64_t share = mem / MAIN_BUDGET_SHARE;
+    int64_t req = s->cfg.request_budget_bytes, ans = s->cfg.answer_budget_bytes;
+    if (req == 0)
+        req = share > s->cfg.max_body_bytes ? share : s->cfg.max_body_bytes;
+    if (ans == 0)
+        ans = share > s->cfg.max_output_bytes ? share : s->cfg.max_output_bytes;
+    if (req < s->cfg.max_body_bytes) {
+        snprintf(err, errlen,
+                 "--request-budget-bytes %lld is below --max-body-bytes %lld: a largest body "
+                 "could never be received",
+                 (long long)req, (long long)s->cfg.max_body_bytes);
+        return false;
+    }
+    if (ans < s->cfg.max_output_bytes) {
+        snprintf(err, errlen,
+                 "--answer-budget-bytes %lld is below --max-output-bytes %lld: a largest answer "
+                 "could never be sent",
+                 (long long)ans, (long long)s->cfg.max_output_bytes);
+        return false;
+    }
+    budget_init(&s->request_budget, req);
+    budget_init(&s->answer_budget, ans);
+    server_log(s, LOG_INFO,
+               "memory budgets: %lld bytes of requests, %lld bytes of answers (the %s is %lld "
+               "bytes)",
+               (long long)req, (long long)ans, source, (long long)mem);
+    return true;
+}
 
 int main(int argc, char **argv)
 {
@@ -30,6 +68,17 @@ int main(int argc, char **argv)
     }
     log_level_parse(s.cfg.log_level, &s.level);          /* checked by config_parse */
     repo_control_parse(s.cfg.model_control, &s.control); /* likewise */
+#ifdef M_MMAP_THRESHOLD
+    /* Bodies, tensors and outputs come and go with requests. glibc serves large blocks with mmap
+     * (returned to the system on free) only below a threshold it raises after each such free, up
+     * to 32 MB; blocks under it come from the heap and stay there after a burst. A fixed
+     * threshold keeps every large buffer mapped, so that RSS comes back once requests end. */
+    mallopt(M_MMAP_THRESHOLD, MAIN_MMAP_THRESHOLD);
+#endif
+    if (!set_budgets(&s, err, sizeof err)) {
+        fprintf(stderr, "convserve: %s\n", err);
+        return 2;
+    }
 
     /* Block the signals in every thread (threads inherit the mask) and take them with sigwait in
      * main: no async-signal-safety puzzles, and no global flag. SIGHUP asks for a rescan. */

@@ -223,7 +223,8 @@ static void live_of(const metrics_live *live, int nlive, int series, int *queued
     }
 }
 
-char *metrics_render(metrics *m, const metrics_live *live, int nlive, size_t *len)
+char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metrics_budgets *b,
+                     size_t *len)
 {
     text t = {0};
     pthread_mutex_lock(&m->mu);
@@ -304,6 +305,15 @@ char *metrics_render(metrics *m, const metrics_live *live, int nlive, size_t *le
         put_series(&t, "convserve_model_load_seconds", &m->series[i], "");
         text_put(&t, " %.6f\n", m->series[i].last_load_s);
     }
+    text_put(&t,
+             "# HELP convserve_budget_bytes Memory held against each budget, and its limit.\n"
+             "# TYPE convserve_budget_bytes gauge\n"
+             "convserve_budget_bytes{budget=\"request\",kind=\"used\"} %lld\n"
+             "convserve_budget_bytes{budget=\"request\",kind=\"limit\"} %lld\n"
+             "convserve_budget_bytes{budget=\"answer\",kind=\"used\"} %lld\n"
+             "convserve_budget_bytes{budget=\"answer\",kind=\"limit\"} %lld\n",
+             (long long)b->request_used, (long long)b->request_limit, (long long)b->answer_used,
+             (long long)b->answer_limit);
     text_put(&t,
              "# HELP convserve_inflight_requests Requests received and not yet answered.\n"
              "# TYPE convserve_inflight_requests gauge\n"

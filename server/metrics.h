@@ -33,7 +33,14 @@ typedef struct {
     bool ready;
 } metrics_live;
 
+/* The memory budgets, read at render time. */
+typedef struct {
+    int64_t request_used, request_limit;
+    int64_t answer_used, answer_limit;
+} metrics_budgets;
+
 /* Renders the Prometheus text format into a malloc'd string. */
-char *metrics_render(metrics *m, const metrics_live *live, int nlive, size_t *len);
+char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metrics_budgets *b,
+                     size_t *len);
 
 #endif

@@ -6,6 +6,10 @@
 #include <stddef.h>
 
 #include "request.h"
+
+enum {
+    REPLY_WHOLE_MAX = 256 * 1024, /* estimated bytes up to which an answer is sent whole */
+};
 #include "status.h"
 #include "text.h"
 
@@ -21,5 +25,17 @@ enum MHD_Result reply_raw(request *rq, int code, const char *content_type, char 
 /* The same for bytes that outlive the answer (the embedded page): sent without a copy. */
 enum MHD_Result reply_static(request *rq, int code, const char *content_type, const void *body,
                              size_t len, const char *const *headers);
+
+/* Appends the next piece of an answer to `piece`; returns false once the answer is complete. */
+typedef bool (*reply_writer)(request *rq, text *piece);
+/* Sends the answer that `w` writes. Up to REPLY_WHOLE_MAX estimated bytes it is written whole and
+ * sent with a Content-Length; a larger one is streamed (chunked), a piece each time the socket can
+ * take more, so that no thread spends long on one answer and only one piece is ever in memory. */
+enum MHD_Result reply_write(request *rq, int code, const char *content_type, reply_writer w,
+                            size_t estimate);
+/* Sends rq->piece (a JSON header) followed by the output's raw floats (rq->out, job.out_count of
+ * them), read in place, with the extra headers given (the Triton binary tensor extension). */
+enum MHD_Result reply_with_output(request *rq, int code, const char *content_type,
+                                  const char *const *headers);
 
 #endif

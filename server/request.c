@@ -9,7 +9,7 @@ enum {
     REQUEST_BODY_INITIAL = 64 * 1024, /* first allocation of a body; it doubles from there */
 };
 
-request *request_create(server *s, struct MHD_Connection *conn, const char *method, const char *url)
+request *request_create(server *s, struct MHD_Connection *conn)
 {
     request *rq = calloc(1, sizeof *rq);
     if (!rq)
@@ -18,13 +18,23 @@ request *request_create(server *s, struct MHD_Connection *conn, const char *meth
     rq->conn = conn;
     rq->t0 = monotonic_ns();
     rq->model_index = -1;
-    rq->state = REQUEST_RECEIVING;
+    rq->state = REQUEST_LINE;
     rq->arrived_ready = atomic_load(&s->ready);
+    snprintf(rq->method, sizeof rq->method, "-");
+    return rq;
+}
+
+void request_set_line(request *rq, const char *method, const char *url)
+{
     snprintf(rq->method, sizeof rq->method, "%s", method);
     snprintf(rq->path, sizeof rq->path, "%s", url);
-    atomic_fetch_add(&s->inflight, 1);
-    metrics_inflight(s->metrics, 1);
-    return rq;
+    /* In flight from here: shutdown waits for requests whose headers are in, not for clients
+     * that stopped halfway through theirs (the guard closes those). */
+    if (!rq->counted) {
+        rq->counted = true;
+        atomic_fetch_add(&rq->srv->inflight, 1);
+        metrics_inflight(rq->srv->metrics, 1);
+    }
 }
 
 void request_destroy(request *rq)
@@ -37,29 +47,72 @@ void request_destroy(request *rq)
     free(rq->in);
     free(rq->out);
     free(rq->body);
+    free(rq->prob);
+    free(rq->top_idx);
+    text_free(&rq->piece);
+    budget_give(&s->request_budget, rq->body_reserved + rq->input_reserved);
+    budget_give(&s->answer_budget, rq->answer_reserved);
+    bool counted = rq->counted;
     free(rq);
-    metrics_inflight(s->metrics, -1);
-    atomic_fetch_sub(&s->inflight, 1);
+    if (counted) {
+        metrics_inflight(s->metrics, -1);
+        atomic_fetch_sub(&s->inflight, 1);
+    }
+}
+
+bool request_body_expect(request *rq, size_t n)
+{
+    /* One byte more for the NUL that keeps a text body a C string for the parsers. */
+    if (!budget_take(&rq->srv->request_budget, (int64_t)n + 1))
+        return false;
+    rq->body_reserved = (int64_t)n + 1;
+    return true;
+}
+
+/* Drops the body collected so far; what still arrives is only counted. */
+static void drop(request *rq)
+{
+    free(rq->body);
+    rq->body = NULL;
+    rq->len = rq->cap = 0;
+    budget_give(&rq->srv->request_budget, rq->body_reserved);
+    rq->body_reserved = 0;
 }
 
 bool request_body_append(request *rq, const char *data, size_t n)
 {
     size_t limit = (size_t)rq->srv->cfg.max_body_bytes;
-    if (rq->too_large)
+    if (rq->too_large || rq->over_budget) {
+        rq->drained += n;
         return true;
+    }
     if (n > limit - rq->len) {
         rq->too_large = true;
-        free(rq->body);
-        rq->body = NULL;
-        rq->len = rq->cap = 0;
+        rq->drained += n;
+        drop(rq);
         return true;
     }
     if (rq->len + n + 1 > rq->cap) {
-        size_t cap = rq->cap ? rq->cap : REQUEST_BODY_INITIAL;
-        while (cap < rq->len + n + 1)
-            cap *= 2;
-        if (cap > limit + 1)
-            cap = limit + 1;
+        size_t cap;
+        if (rq->body_reserved > 0 && rq->len + n + 1 <= (size_t)rq->body_reserved) {
+            cap = (size_t)rq->body_reserved; /* announced: one allocation of its exact size */
+        } else {
+            cap = rq->cap ? rq->cap : REQUEST_BODY_INITIAL;
+            while (cap < rq->len + n + 1)
+                cap *= 2;
+            if (cap > limit + 1)
+                cap = limit + 1;
+            /* A body of unknown length reserves what it grows by. */
+            if ((int64_t)cap > rq->body_reserved) {
+                if (!budget_take(&rq->srv->request_budget, (int64_t)cap - rq->body_reserved)) {
+                    rq->over_budget = true;
+                    rq->drained += n;
+                    drop(rq);
+                    return true;
+                }
+                rq->body_reserved = (int64_t)cap;
+            }
+        }
         char *nb = realloc(rq->body, cap);
         if (!nb)
             return false;
@@ -71,42 +124,75 @@ bool request_body_append(request *rq, const char *data, size_t n)
     return true;
 }
 
-static void job_done(batch_job *job, void *ctx)
+void request_drop_body(request *rq)
 {
-    request *rq = ctx;
-    (void)job;
-    /* Runs on the worker thread; the result fields are written before resuming, and MHD's resume
-     * takes a mutex that the connection's thread takes again before calling the handler. */
+    drop(rq);
+}
+
+bool request_reserve_input(request *rq, size_t n)
+{
+    if (!budget_take(&rq->srv->request_budget, (int64_t)n))
+        return false;
+    rq->input_reserved += (int64_t)n;
+    return true;
+}
+
+bool request_reserve_answer(request *rq, size_t n)
+{
+    if (!budget_take(&rq->srv->answer_budget, (int64_t)n))
+        return false;
+    rq->answer_reserved += (int64_t)n;
+    return true;
+}
+
+void request_suspend(request *rq, request_state state)
+{
+    rq->state = state;
+    MHD_suspend_connection(rq->conn);
+}
+
+void request_complete(request *rq)
+{
+    /* Whoever finished writes its results before this; MHD's resume takes a mutex that the
+     * connection's thread takes again before it calls the handler, which then sees them. */
     rq->state = REQUEST_DONE;
     MHD_resume_connection(rq->conn);
 }
 
-void request_submit(request *rq)
+static void job_done(batch_job *job, void *ctx)
+{
+    (void)job;
+    request_complete(ctx); /* on the worker thread */
+}
+
+void request_queue(request *rq)
 {
     rq->job.done = job_done;
     rq->job.ctx = rq;
     rq->state = REQUEST_QUEUED;
-    /* Suspend before submitting: the worker may finish and resume before this thread returns. A
-     * refused job (queue full, shutting down) completes the same way, through a resume. */
-    MHD_suspend_connection(rq->conn);
     srv_status s = batcher_submit(rq->model->batcher, &rq->job, rq->job.err, sizeof rq->job.err);
     if (s != SRV_OK) {
+        /* Refused (queue full, shutting down): it completes the same way, through a resume. */
         rq->job.status = s;
-        rq->state = REQUEST_DONE;
-        MHD_resume_connection(rq->conn);
+        request_complete(rq);
     }
+}
+
+void request_submit(request *rq)
+{
+    /* Suspend before submitting: the worker may finish and resume before this thread returns. */
+    request_suspend(rq, REQUEST_QUEUED);
+    request_queue(rq);
 }
 
 void request_park(request *rq)
 {
-    rq->state = REQUEST_QUEUED;
-    MHD_suspend_connection(rq->conn);
+    request_suspend(rq, REQUEST_QUEUED);
 }
 
 void request_wake(request *rq, srv_status status, const char *msg)
 {
     rq->job.status = status;
     snprintf(rq->job.err, sizeof rq->job.err, "%s", msg);
-    rq->state = REQUEST_DONE;
-    MHD_resume_connection(rq->conn);
+    request_complete(rq);
 }

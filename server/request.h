@@ -4,15 +4,16 @@
  * libmicrohttpd reports the request completed; request_destroy() is the only place anything a
  * request holds is released. In between, a request moves through these states:
  *
- *     RECEIVING --> DECODING --> QUEUED --> DONE --> ANSWERING
- *         |  (MHD thread)  (suspended)  (suspended)  (resumed)  (MHD thread)
- *         +--------------------------------------------------> ANSWERING
+ *     LINE --> RECEIVING --> DECODING --> QUEUED --> DONE --> ANSWERING
+ *             (MHD thread)  (suspended)  (suspended)  (resumed)  (MHD thread)
+ *                  +--------------------------------------------> ANSWERING
  *
- * RECEIVING: headers are in and the body arrives on a libmicrohttpd thread. A request that needs no
- * work beyond parsing is answered from here. DECODING: the connection is suspended while images
- * are decoded off the libmicrohttpd threads (the decode pool of issue 11 sets it). QUEUED: the
- * connection is suspended while the model's batcher has the job. DONE: whoever finished the work
- * (worker, pool, or a refusal) has set the outcome and resumed the connection; the daemon then
+ * LINE: the request line has arrived (libmicrohttpd's URI log callback), the header fields have
+ * not. RECEIVING: headers are in and the body arrives on a libmicrohttpd thread. A request that
+ * needs no work beyond parsing is answered from here. DECODING: the connection is suspended while
+ * images are decoded off the libmicrohttpd threads (the decode pool of issue 11 sets it). QUEUED:
+ * the connection is suspended while the model's batcher has the job. DONE: whoever finished the
+ * work (worker, pool, or a refusal) has set the outcome and resumed the connection; the daemon then
  * calls api_finish() on a libmicrohttpd thread, which answers (ANSWERING).
  *
  * Everything a request uses of a model is reached through `model`: a counted reference to one
@@ -31,6 +32,7 @@
 #include "server.h"
 #include "status.h"
 #include "tensor.h"
+#include "text.h"
 
 typedef enum {
     ROUTE_HEALTH,  /* /v2/health/live, /v2/health/ready */
@@ -50,6 +52,7 @@ typedef enum {
 } route_kind;
 
 typedef enum {
+    REQUEST_LINE, /* the request line is in; the header fields are arriving */
     REQUEST_RECEIVING,
     REQUEST_DECODING,
     REQUEST_QUEUED,
@@ -74,6 +77,10 @@ typedef struct request {
     char path[REQUEST_PATH_MAX];
     bool arrived_ready; /* the server was ready when the request arrived (not shutting down) */
     request_state state;
+    srv_status target_status; /* a request target refused as it arrived (414, 400) */
+    size_t target_len;        /* its length as sent */
+    bool must_close;          /* framing cannot be trusted: close the connection after answering */
+    bool counted;             /* in the server's in-flight count (from request_set_line) */
 
     /* routing (api_route) */
     route_kind route;
@@ -94,7 +101,14 @@ typedef struct request {
     /* the body, collected up to the limit */
     char *body;
     size_t len, cap;
-    bool too_large;
+    bool too_large;   /* past --max-body-bytes: dropped */
+    bool over_budget; /* past the request budget: dropped */
+    size_t drained;   /* bytes that arrived after the body was dropped */
+
+    /* memory held against the server's budgets (server.h), all given back by request_destroy */
+    int64_t body_reserved;   /* request budget: the body buffer */
+    int64_t input_reserved;  /* request budget: tensors decoded from the body */
+    int64_t answer_reserved; /* answer budget: the output and its serialisation */
 
     /* what the endpoint parsed */
     infer_request q;
@@ -108,6 +122,18 @@ typedef struct request {
     float *out;           /* the output, filled by the worker */
     spec_shape out_shape; /* of the whole request's output */
 
+    /* an answer written piece by piece (reply_write): the writer, where it is, its piece */
+    bool (*writer)(struct request *rq, text *piece);
+    text piece;
+    size_t piece_off;
+    bool written; /* the writer has produced its last piece */
+    int phase;
+    size_t at;       /* the next value of the current run */
+    int64_t sample;  /* /predictions: the sample being written */
+    float *prob;     /* /predictions: its probabilities */
+    int *top_idx;    /* /predictions: its classes by probability */
+    size_t head_len; /* binary output: the JSON header's length */
+
     /* the answer, for the access log and metrics */
     bool replied;
     int http_code;
@@ -115,20 +141,43 @@ typedef struct request {
 } request;
 
 /* A request for a connection whose request line has arrived. NULL when out of memory. */
-request *request_create(server *s, struct MHD_Connection *conn, const char *method,
-                        const char *url);
+request *request_create(server *s, struct MHD_Connection *conn);
+/* Records the method and path (the first REQUEST_PATH_MAX - 1 bytes) once the headers are in;
+ * the request counts as in flight from then on. */
+void request_set_line(request *rq, const char *method, const char *url);
 /* Releases everything the request holds. Safe on NULL. */
 void request_destroy(request *rq);
 
-/* Appends n bytes of body, up to --max-body-bytes (past it, the body is dropped and too_large
- * set). False when out of memory. */
+/* Reserves a body of n bytes (its Content-Length) from the request budget before any of it is
+ * read. False when it does not fit. */
+bool request_body_expect(request *rq, size_t n);
+/* Appends n bytes of body. Past --max-body-bytes the body is dropped and too_large set; a body of
+ * unknown length (chunked) reserves as it grows, and one that does not fit the request budget is
+ * dropped with over_budget set. Dropped bodies only count what still arrives (drained). False when
+ * out of memory. */
 bool request_body_append(request *rq, const char *data, size_t n);
+/* Frees the body once the input has been built from it, and gives its bytes back. */
+void request_drop_body(request *rq);
+/* Takes n more bytes for this request from the request budget (tensors decoded from the body) or
+ * the answer budget; false, with nothing taken, when they do not fit. */
+bool request_reserve_input(request *rq, size_t n);
+bool request_reserve_answer(request *rq, size_t n);
 
 /* Suspends the connection and queues rq->job on the model's batcher (state QUEUED). The
  * connection is resumed in state DONE when the job has run or was refused; rq->job.status and
- * rq->job.err then hold the outcome. */
+ * rq->job.err then hold the outcome. On a libmicrohttpd thread, from the handler. */
 void request_submit(request *rq);
 
+/* The pieces of request_submit, for work done off the libmicrohttpd threads (the decode pool of
+ * issue 11): on the handler's thread, request_suspend(rq, REQUEST_DECODING), then hand rq to the
+ * pool; on the pool's thread, when the input is built, request_queue(rq) (which completes it if
+ * the batcher refuses), or on a failure set rq->job.status and rq->job.err and call
+ * request_complete(rq). Either way api_finish() answers it on a libmicrohttpd thread. */
+void request_suspend(request *rq, request_state state);
+/* Queues rq->job on its model's batcher; the connection must be suspended. Any thread. */
+void request_queue(request *rq);
+/* Marks the suspended work finished (state DONE) and resumes the connection. Any thread. */
+void request_complete(request *rq);
 /* Suspends the connection while other work (the repository's thread) has the request (state
  * QUEUED); request_wake() sets the outcome in rq->job.status and rq->job.err and resumes it in
  * state DONE, from any thread, exactly once. */

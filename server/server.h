@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "batcher.h"
+#include "budget.h"
 #include "config.h"
 #include "engine.h"
 #include "log.h"
@@ -41,6 +42,8 @@ typedef struct server {
     uint16_t port;
     atomic_bool ready;
     atomic_int inflight;
+    budget request_budget; /* bodies being received or held, and the tensors made from them */
+    budget answer_budget;  /* outputs being computed and answers being sent */
 } server;
 
 /* One line to stderr with a UTC timestamp, if `level` is enabled for the server (log.h). */

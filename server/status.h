@@ -15,8 +15,11 @@
     XX(SRV_NOT_FOUND, 404)                                                                         \
     XX(SRV_METHOD, 405)                                                                            \
     XX(SRV_TOO_LARGE, 413)                                                                         \
+    XX(SRV_URI_TOO_LONG, 414)                                                                      \
     XX(SRV_MEDIA_TYPE, 415)                                                                        \
+    XX(SRV_HEADERS_TOO_LARGE, 431)                                                                 \
     XX(SRV_INTERNAL, 500)                                                                          \
+    XX(SRV_NOT_IMPLEMENTED, 501)                                                                   \
     XX(SRV_UNAVAILABLE, 503)
 
 typedef enum {

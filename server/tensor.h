@@ -1,14 +1,22 @@
 /* tensor.h - decodes a KServe v2 inference request: JSON, or JSON plus Triton binary tensors.
  *
- * Usage:
+ * Usage, in two steps so that nothing sized by the data is allocated before the caller has checked
+ * the declared shape against its model (and its memory budget):
+ *
  *     infer_request q;
- *     if (infer_request_parse(body, len, header_len, &q, err, sizeof err) != SRV_OK) reply 400;
+ *     if (infer_request_parse(body, len, header_len, max_elems, &q, err, sizeof err) != SRV_OK)
+ *         reply 400;                      // the envelope, the shape, the data's structure and
+ * count
+ *     ... check q.shape against the model; reserve infer_request_load_bytes(&q) ...
+ *     if (infer_request_load(&q, err, sizeof err) != SRV_OK) reply 400;  // converts the data
  *     ... q.data holds q.count floats of shape q.shape, or q.elems holds encoded images ...
  *     infer_request_free(&q);
  *
  * header_len is the Inference-Header-Content-Length value (the JSON part), or 0 when the whole body
- * is JSON. The parser takes a byte view and never reads past it; it is a fuzz target. Sizes are
- * checked before anything is allocated from them: the data must really be in the body.
+ * is JSON. The body must outlive q (binary BYTES elements point into it). The JSON is read by
+ * jscan.c, which never builds a tree of the data; jansson reads only the rest (the envelope), with
+ * the data array blanked out. The parser takes a byte view and never reads past it; it is a fuzz
+ * target.
  */
 #ifndef CONVSERVE_TENSOR_H
 #define CONVSERVE_TENSOR_H
@@ -54,6 +62,13 @@ typedef struct {
 } tensor_bytes;
 
 typedef struct {
+    /* where the data is, from infer_request_parse to infer_request_load */
+    const char *json_data; /* the data array's bytes, when the data is JSON */
+    size_t json_data_len;
+    bool nested;        /* data is nested row-major rather than flat */
+    const uint8_t *bin; /* the binary tensor data, when it is binary */
+    size_t binlen;
+
     char id[TENSOR_MAX_ID];
     bool has_id;
     bool layer_shapes;  /* parameters.layer_shapes */
@@ -74,11 +89,20 @@ typedef struct {
     uint8_t *owned; /* base64-decoded bytes the elems point into */
 } infer_request;
 
-/* Parses and converts. SRV_BAD_REQUEST with a precise message for malformed JSON, missing or
- * wrongly typed fields, more than one input, unknown datatypes, data that does not match the shape
- * (or the binary size), non-numbers in data, and out-of-range integers. */
-srv_status infer_request_parse(const char *body, size_t len, size_t header_len, infer_request *q,
-                               char *err, size_t errlen);
+/* Reads the envelope and checks the data's structure against the declared shape. SRV_BAD_REQUEST
+ * with a precise message for malformed JSON, missing or wrongly typed fields, more than one input,
+ * unknown datatypes, data that does not match the shape (or the binary size), and data of more
+ * than 2 * max_elems + 16 values (max_elems: the model's largest input, 0 for no limit; nested
+ * arrays count as values too), which is refused as soon as the scanner has counted that many,
+ * before any tree or buffer exists. */
+srv_status infer_request_parse(const char *body, size_t len, size_t header_len, size_t max_elems,
+                               infer_request *q, char *err, size_t errlen);
+/* The bytes infer_request_load() will allocate. */
+size_t infer_request_load_bytes(const infer_request *q);
+/* Converts the data: q->data (numbers, as float32) or q->elems (BYTES, decoded). SRV_BAD_REQUEST
+ * for values of the wrong kind or out of range, invalid base64; SRV_UNAVAILABLE when out of
+ * memory. */
+srv_status infer_request_load(infer_request *q, char *err, size_t errlen);
 void infer_request_free(infer_request *q);
 
 const char *tensor_dtype_name(tensor_dtype t);

@@ -4,16 +4,47 @@
 #define CONVSERVE_INFER_CHECK_H
 
 #include "fuzz_check.h"
+#include "jscan.h"
 #include "tensor.h"
 
-/* Parses body[0, len) with header_len and checks the outcome; `body` must be an allocation of
- * exactly len bytes so that ASan sees any read past it. */
-static inline void infer_check(const char *body, size_t len, size_t header_len)
+/* The scanner takes exactly the JSON that jansson takes (jscan.h), but for an integer past int64,
+ * which jansson refuses ("too big integer", "too big negative integer") and a float input may
+ * hold. Bodies with a NUL byte are left out: jansson takes some of those, which JSON does not. */
+static inline void grammar_check(const char *body, size_t len)
+{
+    if (memchr(body, '\0', len))
+        return;
+    jscan_doc d;
+    char err[FUZZ_ERR_LEN];
+    bool ours = jscan_document(body, len, SIZE_MAX, &d, err, sizeof err) == SRV_OK;
+    json_error_t je;
+    json_t *v = json_loadb(body, len, 0, &je);
+    bool theirs = v != NULL;
+    json_decref(v);
+    if (ours && !theirs)
+        FUZZ_CHECK(strstr(je.text, "too big") != NULL);
+    if (theirs && !ours)
+        FUZZ_CHECK(strstr(err, "invalid JSON") == NULL); /* a limit, never the grammar */
+    if (ours && d.has_data)
+        FUZZ_CHECK(d.begin < d.end && d.end <= len && body[d.begin] == '[' &&
+                   body[d.end - 1] == ']');
+}
+
+/* Parses body[0, len) with header_len (bounding the data at max_elems, 0 for none), loads it,
+ * and checks the outcome; `body` must be an allocation of exactly len bytes so that ASan sees any
+ * read past it. */
+static inline void infer_check_max(const char *body, size_t len, size_t header_len,
+                                   size_t max_elems)
 {
     infer_request q;
     char err[FUZZ_ERR_LEN];
     fuzz_err_poison(err, sizeof err);
-    srv_status st = infer_request_parse(body, len, header_len, &q, err, sizeof err);
+    srv_status st = infer_request_parse(body, len, header_len, max_elems, &q, err, sizeof err);
+    if (st == SRV_OK) {
+        FUZZ_CHECK(q.data == NULL && q.elems == NULL); /* nothing converted yet */
+        fuzz_err_poison(err, sizeof err);
+        st = infer_request_load(&q, err, sizeof err);
+    }
     if (st != SRV_OK) {
         /* A bad request, or (out of memory) a busy server; never a server error. */
         FUZZ_CHECK(st == SRV_BAD_REQUEST || st == SRV_UNAVAILABLE);
@@ -50,6 +81,15 @@ static inline void infer_check(const char *body, size_t len, size_t header_len)
     }
     FUZZ_CHECK(tensor_dtype_name(q.dtype) != NULL);
     infer_request_free(&q);
+}
+
+/* Without a bound, with a small one (the scanner stops early), and the grammar against jansson. */
+static inline void infer_check(const char *body, size_t len, size_t header_len)
+{
+    enum { SMALL_MODEL_ELEMS = 16 };
+    infer_check_max(body, len, header_len, 0);
+    infer_check_max(body, len, header_len, SMALL_MODEL_ELEMS);
+    grammar_check(body, header_len && header_len <= len ? header_len : len);
 }
 
 #endif

@@ -12,9 +12,11 @@ goes on the wire, then the answer expected. Lines starting with '#' are comments
     error model 'nope' is not loaded (loaded: ${LOADED})
 
 - `== NAME` starts a case.
-- The next line is `METHOD TARGET`, sent as is (the runner adds Host and Connection: close).
+- The next line is `METHOD TARGET`, sent as is (the runner adds Host and Connection: close), or
+  `METHOD TARGET HTTP/x.y`: a raw request, whose request line and header lines are sent exactly
+  as written (escapes expanded, so a line may start with a space or hold \x00), nothing added.
 - Header lines follow, `Name: value`, up to a blank line. Content-Length is added from the body
-  unless a case gives one or a Transfer-Encoding.
+  unless a case gives one or a Transfer-Encoding (not for raw requests).
 - The body is every line up to the `--` line, joined without separators, so that a long body can
   be broken anywhere. Escapes: \\\\ \\r \\n \\t \\xHH. Macros: %file[PATH]% (a file of the
   repository), %repeat[N|TEXT]% (TEXT N times), %b64[TEXT]% (TEXT in base64); TEXT may hold
@@ -22,7 +24,10 @@ goes on the wire, then the answer expected. Lines starting with '#' are comments
 - `-- STATUS [headers-only]`: the status expected. With `headers-only` the body is not sent (the
   answer must come from the headers alone).
 - Then any of: `error MESSAGE` (the exact {"error": ...} message), `error-re REGEX` (a regular
-  expression it must match), `header NAME: VALUE` (a header the answer must carry).
+  expression it must match), `header NAME: VALUE` (a header the answer must carry), `closed` (the
+  server closes the connection after the answer and sends nothing more: no second answer to bytes
+  smuggled after the first request), `answer libmicrohttpd` (the answer is libmicrohttpd's own,
+  written before convserve sees the request: only its status is checked).
 
 ${NAME} in the target, headers, body and expected texts is replaced by the variables the runner
 passes (the models loaded, the limits it started the server with).
@@ -102,7 +107,8 @@ def _expand(text, pos, where, top):
 
 def parse(path, variables):
     """The cases of one file, as dicts: name, method, path, headers [(name, value)], body (bytes),
-    send_body, status, error, error_re, expect_headers {lowercase name: value}."""
+    raw (the whole request as bytes, for raw cases, else None), send_body, status, error, error_re,
+    expect_headers {lowercase name: value}, closed, mhd_answer."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
     cases = []
@@ -120,15 +126,21 @@ def parse(path, variables):
         if not line.startswith("== "):
             raise CaseError("%s: expected '== NAME', got %r" % (where(), line))
         case = {"name": line[3:].strip(), "headers": [], "error": None, "error_re": None,
-                "expect_headers": {}, "send_body": True}
+                "expect_headers": {}, "send_body": True, "raw": None, "closed": False,
+                "mhd_answer": False}
         i += 1
-        method, _, target = lines[i].partition(" ")
-        if not target:
-            raise CaseError("%s: expected 'METHOD TARGET'" % where())
-        case["method"] = method
-        case["path"] = substitute(target, variables, where())
+        words = lines[i].split(" ")
+        if len(words) not in (2, 3):
+            raise CaseError("%s: expected 'METHOD TARGET [HTTP/x.y]'" % where())
+        case["method"] = words[0]
+        case["path"] = substitute(words[1], variables, where())
+        raw = [expand(substitute(lines[i], variables, where()), where())] if len(words) == 3 else None
         i += 1
         while i < n and lines[i] and not lines[i].startswith("-- "):
+            if raw is not None:
+                raw.append(expand(substitute(lines[i], variables, where()), where()))
+                i += 1
+                continue
             k, sep, v = lines[i].partition(":")
             if not sep:
                 raise CaseError("%s: expected a header line, got %r" % (where(), lines[i]))
@@ -143,6 +155,8 @@ def parse(path, variables):
         if i == n:
             raise CaseError("%s: case %r has no '-- STATUS' line" % (where(), case["name"]))
         case["body"] = expand(substitute("".join(body), variables, where()), where())
+        if raw is not None:
+            case["raw"] = b"\r\n".join(raw) + b"\r\n\r\n" + case["body"]
         words = lines[i][3:].split()
         case["status"] = int(words[0])
         case["send_body"] = "headers-only" not in words[1:]
@@ -160,6 +174,10 @@ def parse(path, variables):
             elif key == "header":
                 k, _, v = rest.partition(":")
                 case["expect_headers"][k.strip().lower()] = v.strip()
+            elif key == "closed":
+                case["closed"] = True
+            elif key == "answer" and rest == "libmicrohttpd":
+                case["mhd_answer"] = True
             else:
                 raise CaseError("%s: unknown expectation %r" % (where(), key))
             i += 1

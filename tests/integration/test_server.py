@@ -3,10 +3,13 @@
 
 Python 3 standard library only. Starts the server from --binary on the repository of --models,
 checks every endpoint (metadata, correctness against the PyTorch logits of examples/expected.json,
-the Triton binary extension, other networks, concurrent batching, metrics), runs a table of hostile
-requests twice, and stops it with SIGTERM under load, expecting in-flight requests to finish, exit 0
-and a log without errors or sanitizer reports. A second server runs with a small body limit, a
-queue of one, an API key and CORS. Last, broken model repositories must be refused at start.
+the Triton binary extension, other networks, concurrent batching, metrics), runs the hostile
+requests of tests/integration/cases/ twice (each with its exact answer; format: casefile.py) and
+every byte value in path, query and headers, and stops it with SIGTERM under load, expecting
+in-flight requests to finish, exit 0 and a log without errors or sanitizer reports. A second
+server runs with a small body limit, a queue of one, an API key and CORS. Then broken model
+repositories must be refused at start, and a hostile environment (tests/integration/fault_shim.c:
+a failing strdup, the wall clock a day ahead) must be survived.
 
 Prints one line per check and ends with "N passed, M failed"; exits 1 on any failure.
 
@@ -205,29 +208,8 @@ def raw_request(port, method, path, headers=(), body=b"", send_body=True, timeou
                 s.sendall(body)
             except OSError:
                 pass  # the server may answer and close before taking all of it
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise AssertionError("connection closed before an answer: %r" % buf[:200])
-            buf += chunk
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        hl = head.decode("latin-1").split("\r\n")
-        status = int(hl[0].split()[1])
-        hdrs = {}
-        for line in hl[1:]:
-            k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        n = 0 if method == "HEAD" else int(hdrs.get("content-length", "-1"))
-        while n < 0 or len(rest) < n:
-            try:
-                chunk = s.recv(65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            rest += chunk
-        return status, hdrs, rest[:n] if n >= 0 else rest
+        status, hdrs, body, _ = read_answer(s, method)
+        return status, hdrs, body
     finally:
         s.close()
 
@@ -470,6 +452,9 @@ class Suite:
         expect("# TYPE convserve_requests_total counter" in text, "requests_total is no counter")
         expect("# TYPE convserve_batch_size histogram" in text, "batch_size is no histogram")
         expect(re.search(r"^convserve_inflight_requests \d+$", text, re.M), "inflight gauge")
+        for budget in ("request", "answer"):
+            expect(re.search(r'^convserve_budget_bytes\{budget="%s",kind="limit"\} [1-9]\d*$' %
+                             budget, text, re.M), "%s budget limit gauge" % budget)
         expect(re.search(r'^convserve_queue_length\{model="digits",version="1"\} \d+$', text,
                          re.M), "queue_length of digits")
         for line in text.splitlines():
@@ -1133,7 +1118,91 @@ def hostile_rows():
     return casefile.load(CASES, case_variables())
 
 
+def read_answer(sock, method):
+    """One answer from a socket: (status, {lowercase header: value}, body, bytes read past it).
+    The body is read by its Content-Length, or chunked, or to the end of the connection."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("connection closed before an answer: %r" % buf[:200])
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    hl = head.decode("latin-1").split("\r\n")
+    status = int(hl[0].split()[1])
+    hdrs = {}
+    for line in hl[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+
+    def more():
+        try:
+            return sock.recv(65536)
+        except OSError:
+            return b""
+    if method == "HEAD" or status in (204, 304):
+        return status, hdrs, b"", rest
+    if "content-length" in hdrs:
+        n = int(hdrs["content-length"])
+        while len(rest) < n:
+            chunk = more()
+            if not chunk:
+                break
+            rest += chunk
+        return status, hdrs, rest[:n], rest[n:]
+    while True:
+        chunk = more()
+        if not chunk:
+            return status, hdrs, rest, b""
+        rest += chunk
+
+
+def run_raw(port, r, timeout=5):
+    """A raw case: the request bytes as written; then, for `closed`, nothing more but the end."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        try:
+            s.sendall(r["raw"] if r["send_body"] else r["raw"][:r["raw"].index(b"\r\n\r\n") + 4])
+        except OSError:
+            pass  # the server may answer and close before taking all of it
+        st, hdrs, body, extra = read_answer(s, r["method"])
+        if r["closed"]:
+            s.settimeout(3)
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    extra += chunk
+            except socket.timeout:
+                raise AssertionError("the connection stayed open after the answer")
+            except OSError:
+                pass
+            expect(not extra, "more was sent after the answer: %r" % extra[:200])
+        return st, hdrs, body
+    finally:
+        s.close()
+
+
 def run_row(port, r):
+    if r.get("raw") is not None:
+        try:
+            st, hdrs, body = run_raw(port, r)
+        except socket.timeout:
+            raise AssertionError("no answer within 5 s (expected %d)" % r["status"])
+        if r["mhd_answer"]:
+            expect(st == r["status"], "status %d, expected %d (%s)" % (st, r["status"], short(body)))
+            return
+        msg = error_of(st, hdrs, body) if st >= 400 else None
+        expect(st == r["status"], "status %d, expected %d (%s)" % (st, r["status"],
+                                                                    msg if msg else short(body)))
+        if r["error"] is not None:
+            expect(msg == r["error"], "error %r, expected %r" % (msg, r["error"]))
+        if r["error_re"] is not None:
+            expect(re.search(r["error_re"], msg), "error %r does not match %r" % (msg, r["error_re"]))
+        for k, v in r["expect_headers"].items():
+            expect(hdrs.get(k) == v, "header %s: %r, expected %r" % (k, hdrs.get(k), v))
+        return
     wait = 15 if r["send_body"] else 5
     try:
         st, hdrs, body = raw_request(port, r["method"], r["path"], r["headers"], r["body"],
@@ -1229,6 +1298,20 @@ def limits_checks(run, port, expected):
             expect(st == 200, "%s without a key: %d" % (path, st))
         st, h, b = request(port, "GET", "/v2/models/digits", None, auth)
         expect(st == 200, "metadata with the key: %d" % st)
+        # RFC 9110 11.4: the scheme in any case, one or more spaces, nothing after the key but
+        # white space; anything else after the key is another key.
+        for value, want in (("bearer " + API_KEY, 200), ("BEARER " + API_KEY, 200),
+                            ("Bearer   " + API_KEY, 200), ("Bearer " + API_KEY + "  ", 200),
+                            ("Bearer " + API_KEY + " junk", 401), ("Bearer" + API_KEY, 401),
+                            ("Bearer\t" + API_KEY, 401), ("Basic " + API_KEY, 401)):
+            st, h, b = raw_request(port, "GET", "/v2/models/digits", [("Authorization", value)])
+            expect(st == want, "Authorization %r: %d, expected %d" % (value, st, want))
+        # OPTIONS needs the key too (unless it is a browser's preflight, see cors_preflight),
+        # and says nothing about which models exist.
+        for path in ("/v2/models/digits/infer", "/v2/models/nope/infer"):
+            st, h, b = raw_request(port, "OPTIONS", path, [])
+            expect(st == 401, "OPTIONS %s without a key: %d" % (path, st))
+            expect_eq(error_of(st, h, b), msg, "401 message")
 
     def check_order():
         """The key first (401; server/http.c checks it before the route so that nothing about
@@ -1259,6 +1342,17 @@ def limits_checks(run, port, expected):
                                                                    short(b)))
 
     def cors_preflight():
+        """A preflight (no key: browsers send none) gets one answer whatever the path, so that it
+        tells nothing about which models exist; OPTIONS with the key gets the same."""
+        answers = []
+        for path, hdrs in ((INFER, []), ("/v2/models/nope/infer", []), ("/v3/whatever", []),
+                           (INFER, AUTH), ("/v2/models/nope", AUTH)):
+            pre = [("Origin", ORIGIN), ("Access-Control-Request-Method", "POST")] if not hdrs \
+                else []
+            st, h, b = raw_request(port, "OPTIONS", path, pre + hdrs)
+            h.pop("date", None)
+            answers.append((st, sorted(h.items()), b))
+        expect(all(a == answers[0] for a in answers), "OPTIONS answers differ: %s" % answers)
         st, h, b = raw_request(port, "OPTIONS", INFER, [("Origin", ORIGIN),
                                                         ("Access-Control-Request-Method", "POST")])
         expect_eq(st, 204, "preflight status")
@@ -1295,6 +1389,7 @@ def limits_checks(run, port, expected):
                 expect(st == 503, "status %d: %s" % (st, short(b)))
                 expect(re.match(r"^the queue of this model is full \(1 requests waiting\)$",
                                 error_of(st, h, b)), "503 message %s" % short(b))
+                expect_eq(h.get("retry-after"), "1", "Retry-After of a 503")
         expect(200 in codes and 503 in codes, "expected some 200 and some 503, got %s" % codes)
         return "codes %s" % codes
 
