@@ -423,17 +423,56 @@ static int activation_ops(const spec_layer *l, eltwise_op ops[2])
     }
 }
 
+static engine_status eltwise_step(builder *b, const eltwise_op *op, int src, int dst);
+
+/* How many of a node's activations go into its post-ops. oneDNN 2.6 mixes up two eltwise post-ops
+ * of one algorithm with different parameters in some kernels (a 1x1 or summing convolution with
+ * ReLU6 then Hardsigmoid clips both at 6: seen on AVX-512 and AVX2), so a chain stops before an
+ * activation that would repeat an algorithm with other parameters; the rest run after it. */
+static int fused_posts(builder *b, const node *nd)
+{
+    eltwise_op chain[MAX_POST_OPS];
+    int n = 0;
+    for (int i = 0; i < nd->n_post; i++) {
+        eltwise_op ops[2];
+        int k = activation_ops(&b->m->spec->layers[nd->post[i]], ops);
+        for (int j = 0; j < k; j++)
+            for (int c = 0; c < n; c++)
+                if (chain[c].alg == ops[j].alg &&
+                    (chain[c].alpha != ops[j].alpha || chain[c].beta != ops[j].beta))
+                    return i;
+        for (int j = 0; j < k; j++)
+            chain[n++] = ops[j];
+    }
+    return nd->n_post;
+}
+
+/* The activations of node v that fused_posts left out, in place over its output `dst`. */
+static engine_status unfused_posts(builder *b, const node *nd, int dst)
+{
+    engine_status st = ENGINE_OK;
+    for (int i = fused_posts(b, nd); i < nd->n_post; i++) {
+        eltwise_op ops[2];
+        int k = activation_ops(&b->m->spec->layers[nd->post[i]], ops);
+        for (int j = 0; j < k; j++)
+            TRY(eltwise_step(b, &ops[j], dst, dst));
+    }
+fail:
+    return st;
+}
+
 /* The post-ops of node v: its fused residual sum, then its activations. NULL when it has none. */
 static engine_status node_post_ops(builder *b, const node *nd, dnnl_post_ops_t *out)
 {
     engine_status st = ENGINE_OK;
+    int n_post = fused_posts(b, nd);
     *out = NULL;
-    if (nd->sum_input == NODE_NO_SUM && nd->n_post == 0)
+    if (nd->sum_input == NODE_NO_SUM && n_post == 0)
         return ENGINE_OK;
     CK(dnnl_post_ops_create(out));
     if (nd->sum_input != NODE_NO_SUM)
         CK(dnnl_post_ops_append_sum(*out, 1.0f));
-    for (int i = 0; i < nd->n_post; i++) {
+    for (int i = 0; i < n_post; i++) {
         eltwise_op ops[2];
         int n = activation_ops(&b->m->spec->layers[nd->post[i]], ops);
         for (int k = 0; k < n; k++)
@@ -660,6 +699,7 @@ static engine_status build_conv(builder *b, int v)
     else
         TRY(fresh_tensor(b, dmd, &dst));
     TRY(add_weighted_step(b, "conv", pd, src, wmem, bmem, dst));
+    TRY(unfused_posts(b, nd, dst));
     TRY(set_output(b, v, dst));
 fail:
     dnnl_post_ops_destroy(po);
@@ -736,6 +776,7 @@ static engine_status build_linear(builder *b, int v)
     }
     TRY(fresh_tensor(b, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst));
     TRY(add_weighted_step(b, "linear", pd, src, wmem, bmem, dst));
+    TRY(unfused_posts(b, nd, dst));
     TRY(set_output(b, v, dst));
 fail:
     dnnl_post_ops_destroy(po);
@@ -1130,6 +1171,7 @@ static engine_status build_elementwise(builder *b, int v, dnnl_alg_kind_t alg)
         dnnl_primitive_desc_destroy(pd);
         pd = NULL;
     }
+    TRY(unfused_posts(b, nd, dst));
     TRY(set_output(b, v, dst));
 fail:
     dnnl_post_ops_destroy(po);
@@ -1175,6 +1217,7 @@ static engine_status build_mul(builder *b, int v)
     TRY(dst_tensor(b, v, bv, big, &b->t[big].md, &dst));
     int kinds[] = {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST}, ts[] = {big, sm, dst};
     TRY(add_step(b, "mul", pd, 3, kinds, ts));
+    TRY(unfused_posts(b, nd, dst));
     TRY(set_output(b, v, dst));
 fail:
     dnnl_post_ops_destroy(po);

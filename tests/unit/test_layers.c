@@ -494,6 +494,25 @@ static const layer_case CASES[] = {
      "{'op':'ReLU','id':'r'},{'op':'Tanh','id':'t','inputs':['c']},"
      "{'op':'Cat','dim':1,'inputs':['r','t']}]",
      0, false},
+    /* A residual sum followed by several activations: one convolution with the post-ops sum,
+     * clip (ReLU6), linear and clip (Hardsigmoid). */
+    {"residual_sum_then_two_activations", "[16,9,7]",
+     "[{'op':'Conv2d','name':'a','in_channels':16,'out_channels':4,'kernel_size':1,'bias':false},"
+     "{'op':'Conv2d','name':'b','in_channels':16,'out_channels':4,'kernel_size':5,'padding':2,"
+     "'bias':false,'inputs':['input']},"
+     "{'op':'Add','inputs':['a','b']},{'op':'ReLU6'},{'op':'Hardsigmoid'}]",
+     3.0, false},
+    /* The same activation kind twice with different bounds in one chain (ReLU6's clip to 6,
+     * Hardsigmoid's clip to 1): oneDNN 2.6's 1x1 and summing convolutions apply the first bounds
+     * to both, so the engine runs the second one apart. */
+    {"conv1x1_relu6_hardsigmoid", "[16,9,7]",
+     "[{'op':'Conv2d','name':'b','in_channels':16,'out_channels':4,'kernel_size':1},"
+     "{'op':'ReLU6'},{'op':'Hardsigmoid'}]",
+     3.0, false},
+    {"linear_leaky_leaky", "[16]",
+     "[{'op':'Linear','name':'b','in_features':16,'out_features':8},"
+     "{'op':'LeakyReLU','negative_slope':0.1},{'op':'LeakyReLU','negative_slope':0.5}]",
+     3.0, false},
     /* A Flatten is a view of its input's buffer: an op writing in place over the view must not
      * destroy the input while another layer still reads it. */
     {"flatten_view_not_overwritten_2d", "[12]",
