@@ -364,6 +364,89 @@ class Report:
                          f"batch-1 input, within {self.R['meta']['check_tolerance']:g} relative): "
                          + "; ".join(checks) + ".", ""]
 
+    def summary(self):
+        """The headline figures, one table, as the README's Performance section shows them."""
+        R, rows = self.R, []
+        if "engine" in R:
+            E = R["engine"]
+            f = {r["batch"]: r for r in E["rows"] if (r["model"], r["prec"]) == ("cnn_bn", "f32")}
+            t = {r["batch"]: r for r in E["torch"] if r["model"] == "cnn_bn"}
+            rows.append(["engine alone, cnn_bn f32, img/s at batch 1 / 16 / 64",
+                         f"{fmt(f[1]['img_s'])} ({f[1]['ms']:.3f} ms) / {fmt(f[16]['img_s'])} / "
+                         f"{fmt(f[64]['img_s'])}"])
+            if t:
+                rows.append(["... against PyTorch 1.13 frozen, batch 1 / 64",
+                             f"{ratio(f[1]['img_s'], t[1]['img_s'])} / "
+                             f"{ratio(f[64]['img_s'], t[64]['img_s'])}"])
+        if "zoo" in R:
+            Z = R["zoo"]
+            for net in dict.fromkeys(r["net"] for r in Z["rows"]):
+                rs = [r for r in Z["rows"] if r["net"] == net]
+                rows.append([f"{net} 224x224, img/s at batch "
+                             + " / ".join(str(r["batch"]) for r in rs) + " (against PyTorch)",
+                             " / ".join(f"{fmt(r['engine'])} ({r['engine'] / r['torch']:.2f}x)"
+                                        for r in rs)])
+            r16 = next((r for r in Z["rows"] if (r["net"], r["batch"]) == ("resnet18", 16)), None)
+            if r16:
+                rows.append(["resnet18 batch 16, share of the FMA peak",
+                             f"{100 * r16['gflops'] / Z['peak_gflops']:.0f}% of "
+                             f"{Z['peak_gflops']:.0f} GFLOP/s"])
+            for net, h in (Z.get("http_rows") or {}).items():
+                eng = next((r["engine"] for r in Z["rows"]
+                            if r["net"] == net and r["batch"] == Z["http_batch"]), None)
+                rows.append([f"{net} through HTTP, batch {Z['http_batch']} binary, against the "
+                             "engine", pct(h["img_s"], eng)])
+        if "batches" in R:
+            B = R["batches"]
+            rows.append([f"batch sizes N slower than N+1 by more than {B['tolerance']:.0%} "
+                         "(before / after)",
+                         f"{'-' if B['bad_before'] is None else len(B['bad_before'])} / "
+                         f"{len(B['bad_after'])} of {len(B['rows'])}"])
+        S = R.get("server")
+        d = next((C for C in S["configs"] if not C.get("same_as")), None) if S else None
+        if d:
+            L = d["loads"]
+            conns = [c for c in ("1", "16", "64") if c in L]
+            rows.append([f"server ({d['name']}, {d['instances']}x{d['threads']}), cnn_bn batch-1 "
+                         f"JSON req/s at {' / '.join(conns)} connections",
+                         " / ".join(fmt(L[c]["rps"]) for c in conns)])
+            rows.append(["... p50 (p99) ms", " / ".join(f"{fmt(L[c]['p50'], 2)} "
+                                                     f"({fmt(L[c]['p99'], 2)})" for c in conns)])
+            rows.append(["... as a share of the engine alone at the same mean batch",
+                         " / ".join(f"{pct(L[c]['rps'], d['engine'][c]['img_s'])} (batch "
+                                    f"{fmt(L[c]['batch'])})" for c in conns)])
+            rows.append(["one client: p50 against the engine's batch-1 time",
+                         f"{fmt(L['1']['p50'], 2)} against {d['engine']['1']['ms']:.3f} ms"])
+            best = max((C for C in S["configs"] if not C.get("same_as")),
+                       key=lambda C: C["loads"].get("64", {}).get("rps", 0))
+            rows.append(["the fastest configuration at 64 connections",
+                         f"{best['name']}: {fmt(best['loads']['64']['rps'])} req/s"
+                         if "64" in best["loads"] else "-"])
+        if d and R.get("peers") and "64" in d["loads"]:
+            rows.append(["against the FastAPI + PyTorch peer at 64 connections",
+                         " / ".join(f"{ratio(d['loads']['64']['rps'], p['loads']['64']['rps'])} "
+                                    f"({p['name']})" for p in R["peers"] if "64" in p["loads"])])
+        if "decode" in R:
+            r = next((r for r in R["decode"]["jpeg"] if (r["image"], r["side"]) == ("12MP", 28)),
+                     None)
+            if r:
+                rows.append(["12 MP JPEG to 28x28, ms: stb_image full / convserve / PIL draft",
+                             f"{r['stb']:.0f} / {r['convserve']:.0f} / {r['pil']:.0f}"])
+        if "health" in R:
+            for L in R["health"]["loads"]:
+                pr = L["probe"]
+                rows.append([f"health probe while {L['conns']} clients upload the {L['short']}: "
+                             "p50 / p99 / max ms",
+                             f"{fmt(pr.get('p50'), 2)} / {fmt(pr.get('p99'), 2)} / "
+                             f"{fmt(pr.get('max'), 1)}"])
+        if S and S.get("rss_idle_kb"):
+            rows.append(["RSS idle / after the loads",
+                         f"{S['rss_idle_kb'] / 1024:.0f} / "
+                         f"{S.get('rss_load_kb', 0) / 1024:.0f} MB"])
+        if not rows:
+            return []
+        return ["## Summary", ""] + table(["figure", "measured"], ["---", "---:"], rows)
+
     # -- the whole -------------------------------------------------------------------------------
     def text(self):
         R, m = self.R, self.R["meta"]
@@ -393,6 +476,7 @@ class Report:
                      "for figures to quote.**", ""]
         for section, why in R.get("failed", {}).items():
             head += [f"**Not measured: {section}: {why}**", ""]
+        head += self.summary()
         if self.targets:
             head += ["## Targets", ""]
             head += table(["issue", "target", "measured", "met"], ["---", "---", "---:", "---"],

@@ -87,6 +87,7 @@ ZOO_HTTP_BATCH = 16
 ZOO_HTTP_CONNECTIONS = 2
 B64_CONNECTIONS = 2
 IMG_CONNECTIONS = 16
+ERROR_CHARS = 240  # of a failed command's last line in the report; the log file has all of it
 BG_LIMIT = report.BG_LIMIT  # % of all CPUs used by others that makes a measurement run again
 SECTIONS = ("engine", "zoo", "batches", "server", "peers", "decode", "health")
 QUICK_BATCHES = (1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40, 48, 56, 63, 64)
@@ -406,6 +407,8 @@ class Bench:
                 f.write(f"{shell_line(cmd, env)}\nexit status {r.returncode}\n\n"
                         f"{r.stdout}\n{r.stderr}")
             last = (r.stderr.strip() or r.stdout.strip() or "no output").splitlines()[-1]
+            if len(last) > ERROR_CHARS:
+                last = last[:ERROR_CHARS] + "..."
             raise BenchError(f"`{shell_line([rel(c) for c in cmd])}` failed: {last} (all of it in "
                              f"{rel(path)})")
         return r.stdout
