@@ -710,10 +710,14 @@ class Bench:
         if arch.returncode != 0:
             log(f"cannot get revision {rev} ({arch.stderr.strip()}): no 'before' column")
             return None
-        self.run(["cmake", "-S", src, "-B", os.path.join(top, "build"),
-                  "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_TESTING=OFF"], note=False)
-        self.run(["cmake", "--build", os.path.join(top, "build"), "-j", self.cpus, "--target",
-                  "convserve-engine"], note=False)
+        try:
+            self.run(["cmake", "-S", src, "-B", os.path.join(top, "build"),
+                      "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_TESTING=OFF"], note=False)
+            self.run(["cmake", "--build", os.path.join(top, "build"), "-j", self.cpus,
+                      "--target", "convserve-engine"], note=False)
+        except BenchError as e:
+            log(f"cannot build revision {rev} ({e}): no 'before' column")
+            return None
         return exe
 
     def section_batches(self):
