@@ -50,6 +50,8 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
@@ -72,6 +74,7 @@ SERVER_CONFIGS = [
     ("default, no batching delay", ["--max-queue-delay-us", "0"], {}),
 ]
 CONNECTIONS = (1, 4, 16, 64, 128)
+INFER = "/v2/models/cnn_bn/infer"  # the batch-1 JSON loads' route, on convserve and the peer
 # Health under image load: (short name, description, file, connections). The progressive JPEG is
 # the fuzz regression input without its 3 setting bytes (tests/fuzz/README.md).
 PROGRESSIVE = "tests/fuzz/image/regressions/jpeg_progressive_16m_pixels_64_eob_scans"
@@ -499,9 +502,9 @@ class Bench:
                 "p50": ms("p50_us"), "p90": ms("p90_us"), "p99": ms("p99_us"), "max": ms("max_us"),
                 "errors": errors}
 
-    def load(self, label, proc, url, conns, body, model=None, **kw):
-        """One wrk load against `proc`, with its CPU per request, the background, and (for
-        convserve) the server's view from /metrics."""
+    def load(self, label, proc, url, path, conns, body, model=None, **kw):
+        """One wrk load on url + path against `proc`, with its CPU per request, the background,
+        and (for convserve, when `model` is given) the server's view from /metrics."""
         def once():
             before = scrape(url, model) if model else None
             t0 = tree_ticks(proc.pid)
@@ -511,7 +514,6 @@ class Bench:
             if model:
                 r.update(server_view(before, scrape(url, model)))
             return r
-        path = kw.pop("path")
         log(f"{label}: {conns} connection(s), {self.dur} s")
         r, bg = self.measure(label, once, pids=[proc.pid])
         r["bg"] = bg
@@ -548,7 +550,7 @@ class Bench:
         with open(os.path.join(self.bodies, "expected_b1.json")) as f:
             want = json.load(f)
         with open(os.path.join(self.bodies, "infer_b1.json"), "rb") as f:
-            status, body = http_request(url + "/v2/models/cnn_bn/infer", data=f.read(),
+            status, body = http_request(url + INFER, data=f.read(),
                                         headers={"Content-Type": "application/json"})
         if status != 200:
             raise BenchError(f"{url}: the check request answered {status}: {body[:200]!r}")
@@ -668,7 +670,6 @@ class Bench:
         p, url = self.start_convserve("zoo", zoo, ["--instances", "1", "--infer-threads",
                                                    str(self.cpus)], {})
         try:
-            import numpy as np
             rng = np.random.default_rng(2)
             Z["http_rows"] = {}
             for net in sorted({r["net"] for r in Z["rows"]}):
@@ -685,8 +686,8 @@ class Bench:
                 body = os.path.join(self.bodies, f"zoo_{net}_b{ZOO_HTTP_BATCH}.bin")
                 with open(body, "wb") as f:
                     f.write(header + raw)
-                r = self.load(f"{net} batch {ZOO_HTTP_BATCH} binary", p, url, ZOO_HTTP_CONNECTIONS,
-                              body, model=net, path=f"/v2/models/{net}/infer",
+                r = self.load(f"{net} batch {ZOO_HTTP_BATCH} binary", p, url,
+                              f"/v2/models/{net}/infer", ZOO_HTTP_CONNECTIONS, body, model=net,
                               ctype="application/octet-stream", hdrlen=len(header))
                 r["img_s"] = r["rps"] * ZOO_HTTP_BATCH
                 Z["http_rows"][net] = r
@@ -787,18 +788,16 @@ class Bench:
                     S["rss_idle_kb"] = rss_kb(p.pid)
                     S["cpu_idle"], S["bg_idle"] = self.idle_window(p)
                 for c in CONNECTIONS:
-                    C["loads"][str(c)] = self.load(f"{name}, batch-1 JSON", p, url, c, body,
-                                                   model="cnn_bn", path="/v2/models/cnn_bn/infer")
+                    C["loads"][str(c)] = self.load(f"{name}, batch-1 JSON", p, url, INFER, c,
+                                                   body, model="cnn_bn")
                 if default:
                     hdr = int(open(os.path.join(self.bodies, "infer_b64.hdrlen")).read())
-                    S["b64"] = self.load("batch 64 binary", p, url, B64_CONNECTIONS,
+                    S["b64"] = self.load("batch 64 binary", p, url, INFER, B64_CONNECTIONS,
                                          os.path.join(self.bodies, "infer_b64.bin"), model="cnn_bn",
-                                         path="/v2/models/cnn_bn/infer",
                                          ctype="application/octet-stream", hdrlen=hdr)
-                    S["img"] = self.load("PNG images", p, url, IMG_CONNECTIONS,
-                                         os.path.join(ROOT, "examples/3.png"), model="digits",
-                                         path="/predictions/digits", method="PUT",
-                                         ctype="image/png")
+                    S["img"] = self.load("PNG images", p, url, "/predictions/digits",
+                                         IMG_CONNECTIONS, os.path.join(ROOT, "examples/3.png"),
+                                         model="digits", method="PUT", ctype="image/png")
                     S["rss_load_kb"] = rss_kb(p.pid)
                     S["cpu_after"], S["bg_after"] = self.idle_window(p)
             finally:
@@ -843,8 +842,8 @@ class Bench:
                 D["cpu_idle"], D["bg_idle"] = self.idle_window(p)
                 D["check"] = self.check(url)
                 for c in CONNECTIONS:
-                    D["loads"][str(c)] = self.load(f"{key} peer, batch-1 JSON", p, url, c, body,
-                                                   path="/v2/models/cnn_bn/infer")
+                    D["loads"][str(c)] = self.load(f"{key} peer, batch-1 JSON", p, url, INFER, c,
+                                                   body)
                 D["rss_load_kb"] = rss_kb(p.pid)
             finally:
                 p.stop()
@@ -953,6 +952,8 @@ def main(argv=None):
     def on_term(signum, frame):
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops the run even when it was started with SIGINT ignored (e.g. `cmd &` in a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     t_start = time.monotonic()
     section_s = {}
     failed = b.R["failed"] = {}
@@ -972,6 +973,12 @@ def main(argv=None):
     except BenchError as e:
         log(f"error: {e}")
         return 1
+    except KeyboardInterrupt:
+        log("interrupted: stopping every process this run started")
+        return 130
+    except SystemExit:
+        log("terminated: stopping every process this run started")
+        raise
     finally:
         for proc in b.procs:
             proc.stop()
