@@ -4,8 +4,8 @@
 # bench/results.md and draws the charts in bench/charts/ that the README shows.
 #
 # Usage: bench/run.sh [--quick] [run.py's options: --only SECTIONS, --configs NAMES, ...]
-#   A whole run takes about 15 minutes on 2 CPUs; --quick (2 s loads, one engine run each) about
-#   5, for trying changes, not for figures to quote. bench/run.py --help lists the options.
+#   A whole run takes 15-20 minutes on 2 CPUs; --quick (2 s loads, one engine run each) about 5,
+#   for trying changes, not for figures to quote. bench/run.py --help lists the options.
 # What it measures, and how it guards against other programs on the machine: bench/run.py.
 # Generated files (model folders with weights, request bodies, photos, the "before" engine,
 # logs, results.json) go to $BENCH_BUILD_DIR/bench (default build/bench).
