@@ -438,8 +438,8 @@ class Bench:
 
     # -- engine runs -----------------------------------------------------------------------------
     def engine_once(self, model, batch, threads, seconds, env=None, engine=None, note=True):
-        cmd = [engine or self.engine, "bench", model, "--batch", batch, "--seconds", seconds,
-               "--threads", threads]
+        cmd = [engine or self.engine, "bench", model, "--batch", batch, "--seconds",
+               f"{seconds:g}", "--threads", threads]
         out = self.run(cmd, env, note=note)
         m = ENGINE_LINE.search(out)
         if not m:
@@ -642,8 +642,8 @@ class Bench:
                     r, bg = self.measure(label, lambda: self.engine_best(
                         os.path.join(folder, m), b, self.cpus, self.esec, self.reps))
                     E["rows"].append({"model": m, "prec": prec, "batch": b, "bg": bg, **r})
-        cmd = [PY, "bench/bench_torch.py", "engine", "--threads", self.cpus, "--seconds", self.esec,
-               "--repeats", self.reps, "--batches", "1,16,64",
+        cmd = [PY, "bench/bench_torch.py", "engine", "--threads", self.cpus, "--seconds",
+               f"{self.esec:g}", "--repeats", self.reps, "--batches", "1,16,64",
                rel(os.path.join(self.models, "cnn_bn")), rel(os.path.join(self.models, "digits"))]
         log("PyTorch, frozen + optimize_for_inference")
         out, E["torch_bg"] = self.measure("PyTorch", lambda: self.run(cmd))
