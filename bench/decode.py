@@ -4,13 +4,14 @@
 DCT-scaled decode, and PIL (Image.draft + resize, the same libjpeg-turbo scaling); PNG with
 stb_image against libspng; and how far cnn_bn's logits move between scaled and full JPEG decoding.
 
-Usage: /usr/bin/python3 bench/decode.py [--build build] [--out DIR]
+Usage: /usr/bin/python3 bench/decode.py [--build build] [--out DIR] [--json FILE]
 Needs Debian's python3-pil and python3-numpy, and build/bench_decode (cmake --build build).
 The images are made here (no downloads): smooth photo-like shapes with grain, written by PIL.
 Prints milliseconds per image (lower is better); run on an idle machine for figures to quote.
 """
 import argparse
 import io
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default="build")
     ap.add_argument("--out", help="keep the generated images in this folder")
+    ap.add_argument("--json", help="also write the figures to this file (for bench/run.py)")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tool = os.path.join(args.build, "bench_decode")
@@ -99,14 +101,17 @@ def main():
     print("| image | input | stb_image full decode | convserve (turbo scaled) | PIL draft + resize "
           "| stb / convserve |")
     print("|---|---|---:|---:|---:|---:|")
+    figures = {"jpeg": [], "png": [], "logits": []}
     for name, fmt, path in files:
         if fmt != "JPEG":
             continue
         data = open(path, "rb").read()
         for s in SIDES:
-            stb, ours = ms[(path, s, "stb_full")], ms[(path, s, "convserve")]
+            stb, ours, pil = ms[(path, s, "stb_full")], ms[(path, s, "convserve")], pil_ms(data, s)
             print(f"| {name} JPEG ({len(data) // 1024} kB) | {s}x{s} | {stb:.1f} | {ours:.1f} | "
-                  f"{pil_ms(data, s):.1f} | {stb / ours:.1f}x |")
+                  f"{pil:.1f} | {stb / ours:.1f}x |")
+            figures["jpeg"].append({"image": name, "bytes": len(data), "side": s, "stb": stb,
+                                    "convserve": ours, "pil": pil})
     print()
     print("| image | stb_image | convserve (libspng, to 28x28) | PIL |")
     print("|---|---:|---:|---:|")
@@ -114,13 +119,20 @@ def main():
         if fmt != "PNG":
             continue
         data = open(path, "rb").read()
-        print(f"| {name} PNG ({len(data) // 1024} kB) | {ms[(path, 28, 'stb_full')]:.1f} | "
-              f"{ms[(path, 28, 'convserve')]:.1f} | {pil_ms(data, 28):.1f} |")
+        stb, ours, pil = ms[(path, 28, "stb_full")], ms[(path, 28, "convserve")], pil_ms(data, 28)
+        print(f"| {name} PNG ({len(data) // 1024} kB) | {stb:.1f} | {ours:.1f} | {pil:.1f} |")
+        figures["png"].append({"image": name, "bytes": len(data), "side": 28, "stb": stb,
+                               "convserve": ours, "pil": pil})
     print()
     print("cnn_bn logits, DCT-scaled against full-resolution JPEG decoding (same bilinear resize):")
     for path, diff, rng, same in logits:
         print(f"  {os.path.basename(path)}: max |diff| {float(diff):.4f} over a logit range of "
               f"{float(rng):.4f}; same top-1 class: {same}")
+        figures["logits"].append({"file": os.path.basename(path), "max_abs_diff": float(diff),
+                                  "logit_range": float(rng), "same_top1": same})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
     if not args.out:
         for _, _, f in files:
             os.remove(f)

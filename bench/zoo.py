@@ -2,7 +2,7 @@
 
     /usr/bin/python3 bench/zoo.py [--nets resnet18,mobilenet_v2] [--batches 1,16] [--size 224]
                                   [--seconds 2] [--repeats 3] [--threads T] [--build build]
-                                  [--http] [--out bench/zoo]
+                                  [--http] [--out bench/zoo] [--json FILE]
 
 For each torchvision network (random weights, seed 0, exported by tools/export_model.py into
 BUILD/bench/zoo/NAME, so both run the same weights) and batch size, measures in one run,
@@ -11,7 +11,8 @@ same module (torch.jit.freeze + optimize_for_inference, torch.set_num_threads(T)
 measures the machine's FMA peak (build/bench_fma), counts each network's FLOPs (2 per
 multiply-add of its convolutions and linears) and prints the fraction of the peak reached. With
 --http it also serves the networks with the real server and posts batch-16 requests with the
-Triton binary tensor extension through wrk, against the engine alone at batch 16. Writes OUT.md.
+Triton binary tensor extension through wrk, against the engine alone at batch 16. Writes OUT.md,
+and with --json the same figures for bench/run.py.
 """
 
 import argparse
@@ -149,6 +150,7 @@ def main(argv=None):
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--http", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "zoo"))
+    p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     nets = args.nets.split(",")
@@ -203,6 +205,15 @@ def main(argv=None):
             lines.append(f"| {name} | {rate:.1f} | {eng or 0:.1f} | {ratio} | {bad} |")
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "size": args.size, "seconds": args.seconds,
+                       "repeats": args.repeats, "peak_gflops": peak, "fma": fma_line,
+                       "flops": net_flops,
+                       "rows": [{"net": n, "batch": b, "engine": e, "torch": t, "gflops": g}
+                                for n, b, e, t, g in rows],
+                       "http": {n: {"img_s": r, "non2xx": bad} for n, (r, bad) in http.items()}},
+                      f, indent=1)
     print("\n".join(lines))
     return 0
 
