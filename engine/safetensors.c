@@ -1,6 +1,9 @@
 /* safetensors.c - a strict, bounds-checked reader and a small F32 writer for safetensors files. */
 #include "safetensors.h"
 
+#include "half.h"
+#include "jsonkind.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -90,29 +93,6 @@ static void st_store_u64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* Names the JSON type of a value, for messages that say what was found. */
-static const char *st_json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "an unknown JSON value";
-}
-
 static void st_format_shape(const int64_t *shape, int rank, char *buf, size_t n)
 {
     size_t used = 0;
@@ -136,14 +116,14 @@ static engine_status st_check_metadata(const json_t *meta, char *err, size_t err
     if (!json_is_object(meta))
         return engine_fail(err, errlen, ENGINE_E_MODEL,
                            "safetensors: " ST_METADATA_KEY " is %s; expected an object of strings",
-                           st_json_kind(meta));
+                           jsonkind_describe(meta));
     json_object_foreach((json_t *)meta, key, val)
     {
         if (!json_is_string(val))
             return engine_fail(err, errlen, ENGINE_E_MODEL,
                                "safetensors: " ST_METADATA_KEY " value '%.*s' is %s; expected a "
                                "string",
-                               ST_QUOTE_MAX, key, st_json_kind(val));
+                               ST_QUOTE_MAX, key, jsonkind_describe(val));
     }
     return ENGINE_OK;
 }
@@ -154,7 +134,7 @@ static engine_status st_read_dtype(const char *name, const json_t *v, st_dtype *
     if (!json_is_string(v))
         return engine_fail(err, errlen, ENGINE_E_MODEL,
                            "safetensors: tensor '%s' dtype is %s; expected a string, one of %.*s",
-                           name, st_json_kind(v), ST_DTYPE_LIST_LEN, st_dtype_list);
+                           name, jsonkind_describe(v), ST_DTYPE_LIST_LEN, st_dtype_list);
     const char *s = json_string_value(v);
     for (int i = 0; i < ST_DTYPE_COUNT; i++) {
         if (strcmp(s, st_dtypes[i].name) == 0) {
@@ -175,7 +155,7 @@ static engine_status st_read_shape(const char *name, const json_t *v, st_tensor 
     if (!json_is_array(v))
         return engine_fail(err, errlen, ENGINE_E_MODEL,
                            "safetensors: tensor '%s' shape is %s; expected an array of integers",
-                           name, st_json_kind(v));
+                           name, jsonkind_describe(v));
     size_t rank = json_array_size(v);
     if (rank > ST_MAX_RANK)
         return engine_fail(err, errlen, ENGINE_E_MODEL,
@@ -189,7 +169,7 @@ static engine_status st_read_shape(const char *name, const json_t *v, st_tensor 
             return engine_fail(err, errlen, ENGINE_E_MODEL,
                                "safetensors: tensor '%s' shape element %zu is %s; expected an "
                                "integer >= 0",
-                               name, i, st_json_kind(d));
+                               name, i, jsonkind_describe(d));
         json_int_t dim = json_integer_value(d);
         if (dim < 0)
             return engine_fail(err, errlen, ENGINE_E_MODEL,
@@ -218,7 +198,7 @@ static engine_status st_read_offsets(const char *name, const json_t *v, uint64_t
         return engine_fail(err, errlen, ENGINE_E_MODEL,
                            "safetensors: tensor '%s' data_offsets is %s of %zu elements; expected "
                            "an array [begin, end]",
-                           name, st_json_kind(v), json_is_array(v) ? json_array_size(v) : 0);
+                           name, jsonkind_describe(v), json_is_array(v) ? json_array_size(v) : 0);
     uint64_t off[2];
     for (size_t i = 0; i < 2; i++) {
         const json_t *o = json_array_get(v, i);
@@ -226,7 +206,7 @@ static engine_status st_read_offsets(const char *name, const json_t *v, uint64_t
             return engine_fail(err, errlen, ENGINE_E_MODEL,
                                "safetensors: tensor '%s' data_offsets element %zu is %s; expected "
                                "an integer >= 0",
-                               name, i, st_json_kind(o));
+                               name, i, jsonkind_describe(o));
         if (json_integer_value(o) < 0)
             return engine_fail(err, errlen, ENGINE_E_MODEL,
                                "safetensors: tensor '%s' data_offsets element %zu is "
@@ -265,7 +245,7 @@ static engine_status st_read_entry(const char *name, const json_t *v, const uint
         return engine_fail(err, errlen, ENGINE_E_MODEL,
                            "safetensors: tensor '%s' is %s; expected an object with dtype, shape "
                            "and data_offsets",
-                           name, st_json_kind(v));
+                           name, jsonkind_describe(v));
 
     const char *key;
     const json_t *val;
@@ -411,7 +391,8 @@ engine_status st_parse(const uint8_t *buf, size_t len, st_file **out, char *err,
     }
     if (!json_is_object(root)) {
         s = engine_fail(err, errlen, ENGINE_E_MODEL,
-                        "safetensors: header is %s; expected a JSON object", st_json_kind(root));
+                        "safetensors: header is %s; expected a JSON object",
+                        jsonkind_describe(root));
         goto fail;
     }
 
@@ -490,32 +471,6 @@ const st_tensor *st_find(const st_file *f, const char *name)
     return NULL;
 }
 
-/* IEEE binary16 to binary32, exactly: every half value, including subnormals, is a float. */
-static float st_half_to_float(uint16_t h)
-{
-    enum { HALF_MANT_BITS = 10, HALF_EXP_MASK = 0x1f, HALF_BIAS = 15, FLOAT_BIAS = 127 };
-    uint32_t sign = (uint32_t)(h >> 15) << 31;
-    uint32_t exp = (h >> HALF_MANT_BITS) & HALF_EXP_MASK;
-    uint32_t mant = h & ((1u << HALF_MANT_BITS) - 1);
-    uint32_t bits;
-    float f;
-
-    if (exp == 0) {
-        /* Zero or subnormal: mant * 2^-24 is exact in float; the sign goes on afterwards so that
-         * -0 stays -0. */
-        f = (float)mant * 0x1p-24f;
-        memcpy(&bits, &f, sizeof bits);
-        bits |= sign;
-    } else if (exp == HALF_EXP_MASK) {
-        /* Infinity or NaN; the NaN payload moves to the top of the float mantissa. */
-        bits = sign | 0x7f800000u | mant << 13;
-    } else {
-        bits = sign | (exp - HALF_BIAS + FLOAT_BIAS) << 23 | mant << 13;
-    }
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 bool st_to_f32(const st_tensor *t, float *out)
 {
     const uint8_t *p = t->data;
@@ -537,7 +492,7 @@ bool st_to_f32(const st_tensor *t, float *out)
         return true;
     case ST_F16:
         for (uint64_t i = 0; i < t->nelem; i++)
-            out[i] = st_half_to_float(st_load_u16(p + 2 * i));
+            out[i] = half_to_float(st_load_u16(p + 2 * i));
         return true;
     case ST_BF16:
         /* bfloat16 is the upper half of a float32. */

@@ -211,17 +211,27 @@ static bool dim_agrees(int64_t a, int64_t b)
     return a == b || a < 0 || b < 0;
 }
 
+/* Whether o has s's shape, but for dim `skip` (-1: none); dims s does not know yet take o's. */
+static bool merge_dims(spec_shape *s, const spec_shape *o, int skip)
+{
+    if (o->rank != s->rank)
+        return false;
+    for (int i = 0; i < s->rank; i++) {
+        if (i == skip)
+            continue;
+        if (!dim_agrees(s->d[i], o->d[i]))
+            return false;
+        if (s->d[i] < 0)
+            s->d[i] = o->d[i];
+    }
+    return true;
+}
+
 static engine_status infer_add(const ictx *c, spec_shape *s)
 {
     for (int k = 1; k < c->l->n_inputs; k++) {
         const spec_shape *o = &c->in[k];
-        bool same = o->rank == s->rank;
-        for (int i = 0; same && i < s->rank; i++) {
-            same = dim_agrees(s->d[i], o->d[i]);
-            if (same && s->d[i] < 0)
-                s->d[i] = o->d[i];
-        }
-        if (!same) {
+        if (!merge_dims(s, o, -1)) {
             char a[OPERAND_TEXT_LEN], b[OPERAND_TEXT_LEN];
             return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
                                "%s expects inputs of one shape, input %s gives %s and %s", c->label,
@@ -272,15 +282,7 @@ static engine_status infer_cat(const ictx *c, spec_shape *s)
                            c->label, s->rank, c->l->dim, c->input);
     for (int k = 1; k < c->l->n_inputs; k++) {
         const spec_shape *o = &c->in[k];
-        bool same = o->rank == s->rank;
-        for (int i = 0; same && i < s->rank; i++) {
-            if (i == 1)
-                continue;
-            same = dim_agrees(s->d[i], o->d[i]);
-            if (same && s->d[i] < 0)
-                s->d[i] = o->d[i];
-        }
-        if (!same) {
+        if (!merge_dims(s, o, 1)) {
             char a[OPERAND_TEXT_LEN], b[OPERAND_TEXT_LEN];
             return engine_fail(c->err, c->errlen, ENGINE_E_INPUT,
                                "%s expects inputs that differ only in dim 1, input %s gives %s and "
