@@ -117,6 +117,10 @@ typedef struct {
 /* Memory the runner holds, for logs, metrics and benchmarks. */
 void engine_runner_usage(const engine_runner *r, engine_runner_usage_info *u);
 
+/* Whether oneDNN runs bf16 convolutions on this CPU (AVX-512 or better; natively with
+ * AVX512-BF16 or AMX). Without it a bf16 model falls back to f32. */
+bool engine_bf16_supported(void);
+
 /* The precision actually used: SPEC_BF16 only when the model asks for it and the CPU runs it. */
 spec_precision engine_runner_precision(const engine_runner *r);
 

@@ -531,6 +531,14 @@ void engine_runner_usage(const engine_runner *r, engine_runner_usage_info *u)
     }
 }
 
+bool engine_bf16_supported(void)
+{
+    /* The ISA values are bit sets that only partly order (avx2_vnni is numerically larger than
+     * avx512_core), so test the bits. */
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core;
+}
+
 spec_precision engine_runner_precision(const engine_runner *r)
 {
     return r->precision;
