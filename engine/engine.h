@@ -100,6 +100,11 @@ engine_status engine_runner_warmup(engine_runner *r, char *err, size_t errlen);
  * it needs more memory than the runner's budget. */
 engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t *dims, int rank,
                                 engine_tensor *out, char *err, size_t errlen);
+/* The same, writing the output into the caller's `dst` of `capacity` floats (out->data is dst):
+ * no copy, and no buffer of the output's size left in the runner. */
+engine_status engine_runner_run_into(engine_runner *r, const float *in, const int64_t *dims,
+                                     int rank, float *dst, size_t capacity, engine_tensor *out,
+                                     char *err, size_t errlen);
 
 /* The expected time in nanoseconds of a batch of n at input height h and width w (0 for [N, F]
  * inputs), from the run times measured so far (the warm-up's for the configured shape). */

@@ -363,6 +363,13 @@ static bool ensure(float **buf, size_t *cap, size_t need)
 engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t *dims, int rank,
                                 engine_tensor *out, char *err, size_t errlen)
 {
+    return engine_runner_run_into(r, in, dims, rank, NULL, 0, out, err, errlen);
+}
+
+engine_status engine_runner_run_into(engine_runner *r, const float *in, const int64_t *dims,
+                                     int rank, float *dst, size_t capacity, engine_tensor *out,
+                                     char *err, size_t errlen)
+{
     owner_check(r);
     const spec_model *s = r->m->spec;
     engine_status st;
@@ -391,19 +398,26 @@ engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t
         per_in *= (size_t)dims[i];
     if (__builtin_mul_overflow(per_out, n, &total))
         return engine_fail(err, errlen, ENGINE_E_INPUT, "output too large");
-    /* The previous answer may have been far larger (a free-size model): do not keep its buffer. */
-    if (r->out_cap > total && r->out_cap * sizeof(float) > ARENA_KEEP_MIN) {
-        free(r->out_buf);
-        r->out_buf = NULL;
-        r->out_cap = 0;
+    if (dst && capacity < total)
+        return engine_fail(err, errlen, ENGINE_E_INPUT,
+                           "the output has %zu values; the buffer given holds %zu", total,
+                           capacity);
+    if (!dst) {
+        /* The previous answer may have been far larger (a free-size model): do not keep it. */
+        if (r->out_cap > total && r->out_cap * sizeof(float) > ARENA_KEEP_MIN) {
+            free(r->out_buf);
+            r->out_buf = NULL;
+            r->out_cap = 0;
+        }
+        if (!ensure(&r->out_buf, &r->out_cap, total))
+            return engine_fail(err, errlen, ENGINE_E_NOMEM, "out of memory for the output");
+        dst = r->out_buf;
     }
-    if (!ensure(&r->out_buf, &r->out_cap, total))
-        return engine_fail(err, errlen, ENGINE_E_NOMEM, "out of memory for the output");
     out->rank = os.rank;
     memcpy(out->dims, os.d, sizeof out->dims);
     out->dims[0] = (int64_t)n;
     out->count = total;
-    out->data = r->out_buf;
+    out->data = dst;
 
     int64_t h = rank == 4 ? dims[2] : 0, w = rank == 4 ? dims[3] : 0;
     int64_t *chunks = malloc(n * sizeof *chunks);
@@ -419,7 +433,7 @@ engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t
         if ((st = get_plan(r, bk, h, w, &p, err, errlen)) != ENGINE_OK)
             break;
         if (take == (size_t)bk) {
-            st = plan_exec(r, p, in + done * per_in, r->out_buf + done * per_out, err, errlen);
+            st = plan_exec(r, p, in + done * per_in, dst + done * per_out, err, errlen);
         } else {
             /* The last chunk is padded with zeros up to its bucket. */
             size_t pin = (size_t)bk * per_in, pout = (size_t)bk * per_out;
@@ -432,7 +446,7 @@ engine_status engine_runner_run(engine_runner *r, const float *in, const int64_t
             memset(r->pad_in + take * per_in, 0, (pin - take * per_in) * sizeof *in);
             st = plan_exec(r, p, r->pad_in, r->pad_out, err, errlen);
             if (st == ENGINE_OK)
-                memcpy(r->out_buf + done * per_out, r->pad_out, take * per_out * sizeof *in);
+                memcpy(dst + done * per_out, r->pad_out, take * per_out * sizeof *in);
         }
         done += take;
     }

@@ -10,6 +10,8 @@
 #define NS_PER_US INT64_C(1000)
 #define NS_PER_MS INT64_C(1000000)
 #define NS_PER_S  INT64_C(1000000000)
+/* A worker keeps its buffer for concatenating a batch's inputs up to this size between batches. */
+#define BATCH_IN_KEEP_BYTES ((size_t)64 << 20)
 /* Weight of the newest gap in the moving average of request arrival gaps. */
 #define GAP_EMA_WEIGHT 0.2
 
@@ -124,7 +126,11 @@ static void run_batch(worker *w, engine_runner *r, batch_job **jobs, int njobs, 
     memcpy(dims, first->dims, sizeof dims);
     dims[0] = samples;
     engine_tensor out;
-    engine_status st = engine_runner_run(r, in, dims, first->rank, &out, err, sizeof err);
+    /* A lone job gets its output written in place: no copy, and nothing of its size kept. */
+    engine_status st = njobs == 1
+                           ? engine_runner_run_into(r, in, dims, first->rank, jobs[0]->out,
+                                                    jobs[0]->out_count, &out, err, sizeof err)
+                           : engine_runner_run(r, in, dims, first->rank, &out, err, sizeof err);
     if (b->o.on_batch)
         b->o.on_batch(b->o.on_batch_ctx, (int)samples, njobs, monotonic_ns() - t0);
     size_t off = 0;
@@ -142,9 +148,16 @@ static void run_batch(worker *w, engine_runner *r, batch_job **jobs, int njobs, 
             finish(j, SRV_INTERNAL);
             continue;
         }
-        memcpy(j->out, out.data + off, j->out_count * sizeof *j->out);
+        if (out.data + off != j->out)
+            memcpy(j->out, out.data + off, j->out_count * sizeof *j->out);
         off += j->out_count;
         finish(j, SRV_OK);
+    }
+    /* A batch of large free-size inputs needed a large copy: do not keep it. */
+    if (w->batch_in_cap * sizeof *w->batch_in > BATCH_IN_KEEP_BYTES) {
+        free(w->batch_in);
+        w->batch_in = NULL;
+        w->batch_in_cap = 0;
     }
 }
 
