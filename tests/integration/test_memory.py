@@ -10,7 +10,7 @@ GET /v2/health/live on a new connection every 25 ms. Each load checks:
 - every answer is the exact one expected (status and message);
 - RSS never passes its baseline (models loaded and warmed up) + both budgets + what libmicrohttpd
   may hold per connection + a margin for the allocator;
-- GET /v2/health/live answers within 100 ms, every time;
+- GET /v2/health/live answers within 100 ms, every time (400 ms under a sanitizer);
 - after the load RSS comes back within a margin of the baseline, and a good request is right.
 
 The loads, each a finding of issue 10:
@@ -59,7 +59,11 @@ ORIGIN = "https://battery.test"
 MHD_PER_CONNECTION = 64 * 1024     # libmicrohttpd's pool per connection (server/http.c)
 ALLOCATOR_MARGIN = 96 * MIB         # fragmentation, thread stacks and arenas of a busy process
 BACK_MARGIN = 48 * MIB              # how near the baseline RSS must come back after a load
-HEALTH_LIMIT_MS = 100.0
+# Under a sanitizer (ASAN_OPTIONS or TSAN_OPTIONS set, tools/ci/sanitize.sh) every allocation and
+# memory access is instrumented, and the probe measures the instrumentation on a 2-vCPU machine as
+# much as the server: the limit there only catches a probe stuck behind the load.
+SANITIZED = "ASAN_OPTIONS" in os.environ or "TSAN_OPTIONS" in os.environ
+HEALTH_LIMIT_MS = 400.0 if SANITIZED else 100.0
 UNAUTHORIZED = "missing or wrong API key; send 'Authorization: Bearer <key>'"
 
 
