@@ -93,9 +93,13 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return true;
+#ifdef CONVSERVE_EXACT_GROWTH
+    size_t c = need; /* sanitizer builds: every overrun past what was asked is caught */
+#else
     size_t c = *cap ? *cap : 16;
     while (c < need)
         c *= 2;
+#endif
     void *n = realloc(*p, c * elem);
     if (!n)
         return false;
@@ -937,8 +941,6 @@ static engine_status kernel_step(builder *b, int v, const spec_shape *out, const
 {
     engine_status st = ENGINE_OK;
     const spec_shape *in = value_shape(b, b->m->nodes[v].inputs[0]);
-    if (!grow((void **)&b->p->steps, &b->capsteps, b->p->nsteps + 1, sizeof *b->p->steps))
-        return no_memory(b);
     dnnl_memory_desc_t in_md, out_md;
     int src, dst;
     CK(md_init(&in_md, 4, in->d, dnnl_f32, dnnl_abcd));
@@ -947,6 +949,9 @@ static engine_status kernel_step(builder *b, int v, const spec_shape *out, const
     TRY(fresh_tensor(b, &out_md, &dst));
     touch(b, src);
     touch(b, dst);
+    /* After connect(), which may append a reorder step of its own. */
+    if (!grow((void **)&b->p->steps, &b->capsteps, b->p->nsteps + 1, sizeof *b->p->steps))
+        return no_memory(b);
     dnnl_exec_arg_t *args = calloc(2, sizeof *args);
     if (!args)
         return no_memory(b);
