@@ -2,7 +2,8 @@
  *
  * Usage: test_networks [--tol T] DIR...
  * Each DIR holds model.json, its weights and cases.safetensors with F32 tensors input.K and
- * output.K (K = 0, 1, ...) written by tests/fixtures/make_fixtures.py or tests/live_check.py. A
+ * output.K (K = 0, 1, ...) written by tests/fixtures/make_fixtures.py, tests/live_check.py or
+ * tests/zoo_check.py. Every network must also run without a oneDNN reference (ref:) kernel. A
  * case passes when max|engine - torch| <= T * max(1, max|torch|): the error relative to the
  * output's scale.
  */
@@ -115,6 +116,14 @@ static void run_dir(const char *dir, double tol)
         run_case(r, dir, k, in, want, tol);
     }
     CHECK(k > 0);
+    /* Issue 9: no oneDNN reference kernel (ref:, slow C loops) on these networks, on AVX2 or
+     * AVX-512 machines; the plain C kernels of the engine's own (convserve:c) are not ref:. */
+    if (engine_runner_uses_reference(r)) {
+        char kernels[8192];
+        fprintf(stderr, "%s: a oneDNN reference kernel ran; kernels of the last plan: %s\n", dir,
+                engine_runner_kernels(r, kernels, sizeof kernels));
+        CHECK(!engine_runner_uses_reference(r));
+    }
     if (want_precision == SPEC_BF16) {
         bool bf16 = engine_runner_precision(r) == SPEC_BF16;
         if (!bf16)
