@@ -128,7 +128,7 @@ srv_status decode_pool_submit(decode_pool *p, const decode_job *job, char *err, 
         p->rejected++;
         st =
             srv_fail(err, errlen, SRV_UNAVAILABLE,
-                     "too many images are waiting to be decoded (%zu); retry later", p->queue_size);
+                     "the decode queue is full (%zu requests waiting); retry later", p->queue_size);
     } else {
         p->ring[(p->head + p->count) % p->queue_size] = *job;
         p->count++;

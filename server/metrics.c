@@ -224,7 +224,7 @@ static void live_of(const metrics_live *live, int nlive, int series, int *queued
 }
 
 char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metrics_budgets *b,
-                     size_t *len)
+                     const decode_pool_stats *d, size_t *len)
 {
     text t = {0};
     pthread_mutex_lock(&m->mu);
@@ -314,6 +314,27 @@ char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metr
              "convserve_budget_bytes{budget=\"answer\",kind=\"limit\"} %lld\n",
              (long long)b->request_used, (long long)b->request_limit, (long long)b->answer_used,
              (long long)b->answer_limit);
+    text_put(&t,
+             "# HELP convserve_decode_threads Threads that decode images and large JSON tensors "
+             "off the HTTP threads.\n"
+             "# TYPE convserve_decode_threads gauge\n"
+             "convserve_decode_threads %d\n"
+             "# HELP convserve_decode_queue_length Requests waiting for a decode thread.\n"
+             "# TYPE convserve_decode_queue_length gauge\n"
+             "convserve_decode_queue_length %zu\n"
+             "# HELP convserve_decode_running Requests being decoded now.\n"
+             "# TYPE convserve_decode_running gauge\n"
+             "convserve_decode_running %zu\n"
+             "# HELP convserve_decode_completed_total Requests the decode threads have finished "
+             "(decoded, or refused as undecodable).\n"
+             "# TYPE convserve_decode_completed_total counter\n"
+             "convserve_decode_completed_total %llu\n"
+             "# HELP convserve_decode_rejected_total Requests refused with 503 because the decode "
+             "queue was full or the server was stopping.\n"
+             "# TYPE convserve_decode_rejected_total counter\n"
+             "convserve_decode_rejected_total %llu\n",
+             d->threads, d->queued, d->running, (unsigned long long)d->completed,
+             (unsigned long long)d->rejected);
     text_put(&t,
              "# HELP convserve_inflight_requests Requests received and not yet answered.\n"
              "# TYPE convserve_inflight_requests gauge\n"
