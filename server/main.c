@@ -12,10 +12,6 @@ enum {
     MAIN_ERR = 2048,
     MAIN_BUDGET_SHARE = 8,            /* each budget defaults to 1/8 of the memory */
     MAIN_MMAP_THRESHOLD = 256 * 1024, /* bytes from which malloc maps blocks of their own */
-    /* Decode threads yield to the HTTP threads and the inference workers when the CPUs are busy:
-     * measured under 16 clients of 12 MP photos, it keeps a woken HTTP thread from waiting its
-     * turn behind them (README, "Images"). */
-    MAIN_DECODE_NICE = 10,
 };
 
 /* The two memory budgets: as set, or an eighth each of the memory the process may use (but never
@@ -106,7 +102,7 @@ int main(int argc, char **argv)
     decode_pool_config dc = {.threads = s.cfg.decode_threads ? (int)s.cfg.decode_threads
                                                              : repository_cpus(s.repo),
                              .queue_size = (int)s.cfg.decode_queue,
-                             .nice = MAIN_DECODE_NICE};
+                             .nice = (int)s.cfg.decode_nice};
     if (decode_pool_create(&dc, &s.decode, err, sizeof err) != SRV_OK ||
         repository_start(s.repo, err, sizeof err) != SRV_OK || !http_start(&s, err, sizeof err)) {
         server_log(&s, LOG_ERROR, "%s", err);

@@ -12,14 +12,18 @@ images are made here, at test time (12-megapixel photo-like JPEGs, large PNGs). 
    input (within 1e-4 of its largest logit: batches of other sizes round differently), each probed
    route must stay fast (p99 under PROBE_P99_MS, worst under PROBE_MAX_MS), and /metrics must count
    one decode for every request but the small JSON ones, which stay on the HTTP threads.
-2. --decode-threads 1 --decode-queue 2: a burst of PNGs at once. The pool takes one to decode and
-   two to wait; the others get 503 with Retry-After: 1 and the exact message, and /metrics counts
-   them as rejected.
+2. --decode-threads 1 --decode-queue 2 --decode-nice 0: a burst of PNGs at once. The pool takes
+   one to decode and two to wait; the others get 503 with Retry-After: 1 and the exact message,
+   and /metrics counts them as rejected.
 3. --decode-threads 1 --decode-queue 16 --shutdown-timeout 0: PNGs queued in the pool, then
    SIGTERM: every request is answered 200 and right, and the server exits 0 with a clean log.
 
-Under a sanitizer (ASAN_OPTIONS or TSAN_OPTIONS set, as tools/ci/sanitize.sh does) the server's
-own code runs several times slower, so the probe limits are multiplied by SANITIZER_SLOWDOWN.
+The decode threads run at the main thread's nice value + --decode-nice (10 by default, 0 in part
+2), the server's other threads at the main thread's (read from /proc). The load's client threads
+run at nice CLIENT_NICE: in production the clients are other machines, here they share the
+server's CPUs. Under a sanitizer (ASAN_OPTIONS or TSAN_OPTIONS set, as tools/ci/sanitize.sh does)
+the server's own code runs several times slower, so the probe limits are multiplied by
+SANITIZER_SLOWDOWN.
 
     /usr/bin/python3 tests/integration/test_decode.py --binary build/convserve --models config/models
     ... --measure: part 1's probe figures only, printed and not judged (to compare binaries)
@@ -52,6 +56,9 @@ PROBE_ROUTES = ("/v2/health/live", "/metrics", "/v2/models/digits")
 PROBE_P99_MS = 20.0
 PROBE_MAX_MS = 100.0
 SANITIZER_SLOWDOWN = 5.0
+CLIENT_NICE = 10              # the load's threads, in this process
+DECODE_NICE = 10              # the server's default --decode-nice
+MAX_NICE = 19
 TOLERANCE = 1e-4              # of the largest logit
 PHOTO = (4000, 3000)          # 12 megapixels
 PNG_SIZE = (2400, 1800)       # 4.3 megapixels, about 9 MB
@@ -241,6 +248,29 @@ def settled_counts(port, timeout=5):
         time.sleep(0.01)
 
 
+def thread_nices(pid):
+    """The nice value of each thread of a process (field 19 of /proc/PID/task/TID/stat), the
+    main thread's first."""
+    def nice(tid):
+        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[16])
+    tids = sorted(int(t) for t in os.listdir("/proc/%d/task" % pid))
+    return [nice(pid)] + [nice(t) for t in tids if t != pid]
+
+
+def check_decode_nice(srv, port, add):
+    """As many threads as the pool has run at the main thread's nice value + add, and no
+    other thread does (with add 0: none above the main thread's)."""
+    threads = decode_counts(port)["threads"]
+    nices = thread_nices(srv.proc.pid)
+    want = min(nices[0] + add, MAX_NICE)
+    if add == 0:
+        ts.expect(all(n == nices[0] for n in nices), "nice values %s" % nices)
+    else:
+        ts.expect_eq(nices.count(want), threads, "threads at nice %d (of %s)" % (want, nices))
+    return "%d decode threads at nice %d; %d threads in all" % (threads, want, len(nices))
+
+
 def run_parallel(n, fn, barrier=True):
     """fn(i) on n threads at once; returns the results in order (an exception is a result)."""
     out = [None] * n
@@ -268,6 +298,9 @@ def hammer(port, jobs, seconds):
     counts, errors, lock = {j.name: 0 for j in jobs}, [], threading.Lock()
 
     def client(i):
+        # In production the clients are other machines; here they share the server's two CPUs,
+        # so they yield to it (and to the probe process) rather than compete with it as equals.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CLIENT_NICE)
         k = i
         while time.monotonic() < end:
             job = jobs[k % len(jobs)]
@@ -344,13 +377,15 @@ def under_load(run, port, jobs, slowdown, measure):
 
 def pool_limits(run, binary, models, workdir, png, want, servers):
     srv = ts.Server(binary, models, workdir, "limits", [
-        "--decode-threads", "1", "--decode-queue", str(LIMIT_QUEUE),
+        "--decode-threads", "1", "--decode-queue", str(LIMIT_QUEUE), "--decode-nice", "0",
         "--request-budget-bytes", str(REQUEST_BUDGET)])
     servers.append(srv)
-    port = run.check("limits server (--decode-threads 1 --decode-queue %d) starts" % LIMIT_QUEUE,
-                     srv.wait_ready)
+    port = run.check("limits server (--decode-threads 1 --decode-queue %d --decode-nice 0) "
+                     "starts" % LIMIT_QUEUE, srv.wait_ready)
     if port is None:
         return
+    run.check("--decode-nice 0: every thread at the main thread's nice value", check_decode_nice,
+              srv, port, 0)
 
     def burst():
         ts.expect_eq(decode_counts(port)["threads"], 1, "convserve_decode_threads")
@@ -458,6 +493,8 @@ def main():
             servers.append(srv)
             port = run.check("server with the defaults starts", srv.wait_ready)
             if port is not None:
+                run.check("the decode threads run at nice +%d, the others not" % DECODE_NICE,
+                          check_decode_nice, srv, port, DECODE_NICE)
                 under_load(run, port, jobs, slowdown, args.measure)
                 if not args.measure:
                     def stop():
