@@ -69,6 +69,7 @@ void decode_pool_stop(decode_pool *p);
 /* Stops the pool if it is running and frees it; NULL does nothing. */
 void decode_pool_destroy(decode_pool *p);
 
+/* Read without the pool's lock: each figure is exact, the set of them a moment's snapshot. */
 decode_pool_stats decode_pool_get_stats(decode_pool *p);
 
 #endif
