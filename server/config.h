@@ -30,9 +30,6 @@
        "usable CPU")                                                                               \
     XX(decode_queue, "--decode-queue", "CONVSERVE_DECODE_QUEUE", INT, "64", 1, 1048576,            \
        "requests waiting for a decode thread; more get 503")                                       \
-    XX(decode_nice, "--decode-nice", "CONVSERVE_DECODE_NICE", INT, "10", 0, 19,                    \
-       "added to the decode threads' nice value, so that the HTTP threads and inference go first " \
-       "when the CPUs are busy; 0 = the same priority")                                            \
     XX(max_body_bytes, "--max-body-bytes", "CONVSERVE_MAX_BODY_BYTES", INT, "67108864", 1024,      \
        1073741824, "largest request body; larger gets 413")                                        \
     XX(request_budget_bytes, "--request-budget-bytes", "CONVSERVE_REQUEST_BUDGET_BYTES", INT, "0", \

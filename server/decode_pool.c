@@ -1,22 +1,17 @@
 /* decode_pool.c - the image decoding thread pool: a ring of waiting jobs under one mutex, and
  * workers that take them in order. */
-#define _GNU_SOURCE /* syscall(SYS_gettid): nice values are per thread */
 #include "decode_pool.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 enum {
     DECODE_POOL_MAX_THREADS = 1024,
     DECODE_POOL_MAX_QUEUE = 1 << 20,
-    DECODE_POOL_MAX_NICE = 19, /* the lowest priority there is */
 };
 
 struct decode_pool {
@@ -30,7 +25,6 @@ struct decode_pool {
     _Atomic uint64_t completed, rejected;
     bool stopping, stopped;
     int threads;
-    int nice;
     int started; /* threads actually created, for the join */
     pthread_t *tids;
 };
@@ -43,18 +37,6 @@ static void *decode_pool_worker(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    if (p->nice > 0) {
-        /* A thread's own nice value (Linux): raising it needs no privilege. Should it fail
-         * anyway (a seccomp filter, say), the pool works as before, only without the yield. */
-        id_t tid = (id_t)syscall(SYS_gettid);
-        errno = 0;
-        int base = getpriority(PRIO_PROCESS, tid); /* -1 is a nice value too: see errno */
-        if (errno == 0) {
-            int want = base + p->nice;
-            (void)setpriority(PRIO_PROCESS, tid,
-                              want > DECODE_POOL_MAX_NICE ? DECODE_POOL_MAX_NICE : want);
-        }
-    }
 
     pthread_mutex_lock(&p->lock);
     for (;;) {
@@ -90,19 +72,16 @@ srv_status decode_pool_create(const decode_pool_config *cfg, decode_pool **out, 
 {
     *out = NULL;
     if (!cfg || cfg->threads < 0 || cfg->threads > DECODE_POOL_MAX_THREADS || cfg->queue_size < 1 ||
-        cfg->queue_size > DECODE_POOL_MAX_QUEUE || cfg->nice < 0 ||
-        cfg->nice > DECODE_POOL_MAX_NICE)
+        cfg->queue_size > DECODE_POOL_MAX_QUEUE)
         return srv_fail(err, errlen, SRV_INTERNAL,
-                        "decode pool: threads must be 0..%d, the queue 1..%d and nice 0..%d, got "
-                        "%d, %d and %d",
-                        DECODE_POOL_MAX_THREADS, DECODE_POOL_MAX_QUEUE, DECODE_POOL_MAX_NICE,
-                        cfg ? cfg->threads : -1, cfg ? cfg->queue_size : -1, cfg ? cfg->nice : -1);
+                        "decode pool: threads must be 0..%d and the queue 1..%d, got %d and %d",
+                        DECODE_POOL_MAX_THREADS, DECODE_POOL_MAX_QUEUE, cfg ? cfg->threads : -1,
+                        cfg ? cfg->queue_size : -1);
     decode_pool *p = calloc(1, sizeof *p);
     if (!p)
         return srv_fail(err, errlen, SRV_INTERNAL, "decode pool: out of memory");
     p->threads = cfg->threads ? cfg->threads : online_cpus();
     p->queue_size = (size_t)cfg->queue_size;
-    p->nice = cfg->nice;
     p->ring = calloc(p->queue_size, sizeof *p->ring);
     p->tids = calloc((size_t)p->threads, sizeof *p->tids);
     bool sync = false;

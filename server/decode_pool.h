@@ -4,7 +4,7 @@
  *
  * Usage:
  *     decode_pool *pool;
- *     decode_pool_config cfg = {.threads = 0, .queue_size = 64, .nice = 10};  // 0: one per CPU
+ *     decode_pool_config cfg = {.threads = 0, .queue_size = 64};   // 0: one thread per CPU
  *     if (decode_pool_create(&cfg, &pool, err, sizeof err) != SRV_OK) die(err);
  *
  *     // on an HTTP thread, with the connection suspended:
@@ -32,9 +32,6 @@ typedef struct decode_pool decode_pool;
 typedef struct {
     int threads;    /* worker threads; 0 = one per online CPU */
     int queue_size; /* jobs that may wait for a thread; a submit beyond it gets SRV_UNAVAILABLE */
-    /* Added to the workers' nice value (0..19; Linux keeps it per thread), so that threads with
-     * less to do and a client waiting (HTTP) run first when the CPUs are busy. */
-    int nice;
 } decode_pool_config;
 
 typedef struct {
@@ -53,8 +50,8 @@ typedef struct {
 } decode_pool_stats;
 
 /* Starts the threads. A configuration out of range (threads < 0 or more than 1024, queue_size < 1
- * or more than 1 << 20, nice outside 0..19) is SRV_INTERNAL, as it comes from the server's own
- * settings. A nice value the system refuses leaves the threads at the creator's. */
+ * or more than 1 << 20) is SRV_INTERNAL, as it comes from the server's own settings. The threads
+ * run at the creator's priority: see README, "Images", for why not lower. */
 srv_status decode_pool_create(const decode_pool_config *cfg, decode_pool **out, char *err,
                               size_t errlen);
 

@@ -101,8 +101,7 @@ int main(int argc, char **argv)
      * before the batchers, so that every decode it has accepted reaches its batch). */
     decode_pool_config dc = {.threads = s.cfg.decode_threads ? (int)s.cfg.decode_threads
                                                              : repository_cpus(s.repo),
-                             .queue_size = (int)s.cfg.decode_queue,
-                             .nice = (int)s.cfg.decode_nice};
+                             .queue_size = (int)s.cfg.decode_queue};
     if (decode_pool_create(&dc, &s.decode, err, sizeof err) != SRV_OK ||
         repository_start(s.repo, err, sizeof err) != SRV_OK || !http_start(&s, err, sizeof err)) {
         server_log(&s, LOG_ERROR, "%s", err);

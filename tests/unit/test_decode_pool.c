@@ -1,17 +1,13 @@
 /* test_decode_pool.c - the decode pool: its limits (503 past the queue, and while stopping), that
- * every accepted job runs and completes exactly once on a pool thread, draining on stop, many
- * concurrent submitters (run under TSan in CI), and the workers' nice value. */
-#define _GNU_SOURCE /* syscall(SYS_gettid) */
+ * every accepted job runs and completes exactly once on a pool thread, draining on stop, and many
+ * concurrent submitters (run under TSan in CI). */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "check.h"
 #include "decode_pool.h"
@@ -270,61 +266,10 @@ static void test_bad_config(void)
     decode_pool_config cfg = {.threads = -1, .queue_size = 4};
     CHECK_INT(decode_pool_create(&cfg, &p, err, sizeof err), SRV_INTERNAL);
     CHECK(p == NULL);
-    CHECK_STR(err, "decode pool: threads must be 0..1024, the queue 1..1048576 and nice 0..19, "
-                   "got -1, 4 and 0");
+    CHECK_STR(err, "decode pool: threads must be 0..1024 and the queue 1..1048576, got -1 and 4");
     cfg = (decode_pool_config){.threads = 1, .queue_size = 0};
     CHECK_INT(decode_pool_create(&cfg, &p, err, sizeof err), SRV_INTERNAL);
-    cfg = (decode_pool_config){.threads = 1, .queue_size = 1, .nice = 20};
-    CHECK_INT(decode_pool_create(&cfg, &p, err, sizeof err), SRV_INTERNAL);
-    CHECK_STR(err, "decode pool: threads must be 0..1024, the queue 1..1048576 and nice 0..19, "
-                   "got 1, 1 and 20");
-    cfg = (decode_pool_config){.threads = 1, .queue_size = 1, .nice = -1};
-    CHECK_INT(decode_pool_create(&cfg, &p, err, sizeof err), SRV_INTERNAL);
     decode_pool_destroy(NULL);
-}
-
-/* The nice value of the thread a job runs on. */
-typedef struct {
-    atomic_int nice;
-} nice_probe;
-
-static int thread_nice(void)
-{
-    return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
-}
-
-static void record_nice(void *arg)
-{
-    atomic_store(&((nice_probe *)arg)->nice, thread_nice());
-}
-
-static void ignore_done(void *arg, srv_status st)
-{
-    (void)arg;
-    (void)st;
-}
-
-/* The workers run at the creator's nice value plus cfg.nice (capped at 19), and the creator's own
- * is untouched; nice 0 leaves them as the creator. */
-static void test_nice(void)
-{
-    char err[ERR_LEN] = "";
-    int base = thread_nice();
-    struct {
-        int add, want;
-    } cases[] = {
-        {0, base}, {3, base + 3 > 19 ? 19 : base + 3}, {19, base + 19 > 19 ? 19 : base + 19}};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        decode_pool *p = NULL;
-        decode_pool_config cfg = {.threads = 1, .queue_size = 1, .nice = cases[i].add};
-        CHECK_INT(decode_pool_create(&cfg, &p, err, sizeof err), SRV_OK);
-        nice_probe probe = {.nice = -100};
-        decode_job job = {.run = record_nice, .done = ignore_done, .arg = &probe};
-        CHECK_INT(decode_pool_submit(p, &job, err, sizeof err), SRV_OK);
-        decode_pool_destroy(p); /* drains: the job has run */
-        CHECK_INT(atomic_load(&probe.nice), cases[i].want);
-        CHECK_INT(thread_nice(), base);
-    }
 }
 
 int main(void)
@@ -333,6 +278,5 @@ int main(void)
     test_stop_drains();
     test_concurrent_submitters();
     test_bad_config();
-    test_nice();
     return check_report("decode_pool");
 }
