@@ -6,24 +6,24 @@ images are made here, at test time (12-megapixel photo-like JPEGs, large PNGs). 
 
 1. the defaults (one decode thread per usable CPU): 16 clients hammer /predictions/digits with the
    JPEGs, the PNGs and multipart batches of both, the BYTES route of /infer with a base64 JPEG, and
-   cnn_bn with a large JSON tensor and digits with a small one, for LOAD_SECONDS; meanwhile another
-   process asks GET /v2/health/live, /metrics and /v2/models/digits in turn, each on a new
+   cnn_bn with a large JSON tensor and digits with a small one, for LOAD_SECONDS; meanwhile three
+   other processes ask GET /v2/health/live, /metrics and /v2/models/digits, each on a new
    connection, every PROBE_PERIOD. Every answer must equal the one the idle server gave for that
    input (within 1e-4 of its largest logit: batches of other sizes round differently), each probed
-   route must stay fast (p99 under PROBE_P99_MS, worst under PROBE_MAX_MS), and /metrics must count
-   one decode for every request but the small JSON ones, which stay on the HTTP threads.
-2. --decode-threads 1 --decode-queue 2 --decode-nice 0: a burst of PNGs at once. The pool takes
-   one to decode and two to wait; the others get 503 with Retry-After: 1 and the exact message,
-   and /metrics counts them as rejected.
+   route must stay fast (p99 under PROBE_P99_MS plus the p99 the same probes saw on the idle
+   server just before, which is the shared machine's own noise; worst under PROBE_MAX_MS), and
+   /metrics must count one decode for every request but the small JSON ones, which stay on the
+   HTTP threads.
+2. --decode-threads 1 --decode-queue 2: a burst of PNGs at once. The pool takes one to decode and
+   two to wait; the others get 503 with Retry-After: 1 and the exact message, and /metrics counts
+   them as rejected.
 3. --decode-threads 1 --decode-queue 16 --shutdown-timeout 0: PNGs queued in the pool, then
    SIGTERM: every request is answered 200 and right, and the server exits 0 with a clean log.
 
-The decode threads run at the main thread's nice value + --decode-nice (10 by default, 0 in part
-2), the server's other threads at the main thread's (read from /proc). The load's client threads
-run at nice CLIENT_NICE: in production the clients are other machines, here they share the
-server's CPUs. Under a sanitizer (ASAN_OPTIONS or TSAN_OPTIONS set, as tools/ci/sanitize.sh does)
-the server's own code runs several times slower, so the probe limits are multiplied by
-SANITIZER_SLOWDOWN.
+The load's client threads run at nice CLIENT_NICE: in production the clients are other machines,
+here they share the server's two CPUs. Under a sanitizer (ASAN_OPTIONS or TSAN_OPTIONS set, as
+tools/ci/sanitize.sh does) the server's own code runs several times slower, so the probe limits
+are multiplied by SANITIZER_SLOWDOWN.
 
     /usr/bin/python3 tests/integration/test_decode.py --binary build/convserve --models config/models
     ... --measure: part 1's probe figures only, printed and not judged (to compare binaries)
@@ -33,6 +33,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,14 +52,16 @@ import test_server as ts  # noqa: E402 - the server, HTTP helpers and the runner
 
 CLIENTS = 16
 LOAD_SECONDS = 8.0
-PROBE_PERIOD = 0.004          # seconds between two probes (each route every 3 periods)
+PROBE_PERIOD = 0.004          # seconds between two probes of a route
 PROBE_ROUTES = ("/v2/health/live", "/metrics", "/v2/models/digits")
-PROBE_P99_MS = 20.0
+PROBE_P99_MS = 20.0           # plus the p99 the idle server shows on this machine meanwhile
 PROBE_MAX_MS = 100.0
+IDLE_SECONDS = 2.0
+# The figures also show each route's time inside the server (its access log: from the request
+# line to the answer sent), which tells the machine's share of a slow probe from the server's;
+# they are not judged: a thread preempted on a busy machine shows there too.
 SANITIZER_SLOWDOWN = 5.0
 CLIENT_NICE = 10              # the load's threads, in this process
-DECODE_NICE = 10              # the server's default --decode-nice
-MAX_NICE = 19
 TOLERANCE = 1e-4              # of the largest logit
 PHOTO = (4000, 3000)          # 12 megapixels
 PNG_SIZE = (2400, 1800)       # 4.3 megapixels, about 9 MB
@@ -124,8 +127,9 @@ while True:
 
 
 class Probes:
-    """Another process probes the routes while a load runs, so that the load's threads in this
-    one cannot delay it."""
+    """Other processes probe the routes while a load runs, one process per route (so that each
+    gets a few hundred probes, and its p99 is not just its second-worst), and none in this
+    process, whose load threads would delay them."""
 
     def __init__(self, port):
         self.port = port
@@ -133,20 +137,23 @@ class Probes:
         self.bad = []
 
     def __enter__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", PROBE, str(self.port),
-                                      str(PROBE_PERIOD)] + list(PROBE_ROUTES),
-                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.procs = [subprocess.Popen([sys.executable, "-c", PROBE, str(self.port),
+                                        str(PROBE_PERIOD), r],
+                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                      for r in PROBE_ROUTES]
         time.sleep(0.2)  # a few probes before the load starts
         return self
 
     def __exit__(self, *exc):
-        self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
-        for line in out.decode().splitlines():
-            path, ms, ok, text = json.loads(line)
-            self.ms[path].append(ms)
-            if not ok:
-                self.bad.append("%s: %s" % (path, text))
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            out, _ = proc.communicate(timeout=10)
+            for line in out.decode().splitlines():
+                path, ms, ok, text = json.loads(line)
+                self.ms[path].append(ms)
+                if not ok:
+                    self.bad.append("%s: %s" % (path, text))
 
     def figures(self):
         """{route: (n, p50, p99, max)} in ms."""
@@ -248,29 +255,6 @@ def settled_counts(port, timeout=5):
         time.sleep(0.01)
 
 
-def thread_nices(pid):
-    """The nice value of each thread of a process (field 19 of /proc/PID/task/TID/stat), the
-    main thread's first."""
-    def nice(tid):
-        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[16])
-    tids = sorted(int(t) for t in os.listdir("/proc/%d/task" % pid))
-    return [nice(pid)] + [nice(t) for t in tids if t != pid]
-
-
-def check_decode_nice(srv, port, add):
-    """As many threads as the pool has run at the main thread's nice value + add, and no
-    other thread does (with add 0: none above the main thread's)."""
-    threads = decode_counts(port)["threads"]
-    nices = thread_nices(srv.proc.pid)
-    want = min(nices[0] + add, MAX_NICE)
-    if add == 0:
-        ts.expect(all(n == nices[0] for n in nices), "nice values %s" % nices)
-    else:
-        ts.expect_eq(nices.count(want), threads, "threads at nice %d (of %s)" % (want, nices))
-    return "%d decode threads at nice %d; %d threads in all" % (threads, want, len(nices))
-
-
 def run_parallel(n, fn, barrier=True):
     """fn(i) on n threads at once; returns the results in order (an exception is a result)."""
     out = [None] * n
@@ -319,7 +303,23 @@ def hammer(port, jobs, seconds):
 
 # ---- the three parts ---------------------------------------------------------------------------
 
-def under_load(run, port, jobs, slowdown, measure):
+ACCESS_RE = re.compile(r'"GET (\S+)" 200 \d+B ([0-9.]+)ms')
+
+
+def server_side(log_text):
+    """{route: (n, p99, max)} in ms of the GET requests in an access log: the time from the
+    request line to the answer sent, on the server's own clock."""
+    ms = {}
+    for m in ACCESS_RE.finditer(log_text):
+        ms.setdefault(m.group(1), []).append(float(m.group(2)))
+    out = {}
+    for r, v in ms.items():
+        v.sort()
+        out[r] = (len(v), v[min(len(v) - 1, int(0.99 * len(v)))], v[-1])
+    return out
+
+
+def under_load(run, srv, port, jobs, slowdown, measure):
     def references():
         for j in jobs.values():
             j.want = j.send(port)
@@ -339,31 +339,38 @@ def under_load(run, port, jobs, slowdown, measure):
     if run.check("references: every input once on the idle server", references) is None:
         return
 
+    baseline = {}
+
     def idle():
         with Probes(port) as p:
-            time.sleep(1.0)
-        return describe(p.figures())
-    run.check("probes on the idle server", idle)
+            time.sleep(IDLE_SECONDS)
+        baseline.update(p.figures())
+        return describe(baseline)
+    run.check("probes on the idle server (the machine's own noise)", idle)
 
     def load():
         before = decode_counts(port)
+        log_from = len(srv.text())
         with Probes(port) as p:
             counts, errors = hammer(port, list(jobs.values()), LOAD_SECONDS)
         after = settled_counts(port)
         figs = p.figures()
-        detail = "%s; answers: %s" % (describe(figs), ", ".join(
-            "%s %d" % kv for kv in counts.items()))
+        inside = server_side(srv.text()[log_from:])
+        detail = "%s; server side: %s; answers: %s" % (
+            describe(figs), "; ".join("%s p99 %.3f max %.3f ms" % (r, inside[r][1], inside[r][2])
+                                      for r in PROBE_ROUTES if r in inside),
+            ", ".join("%s %d" % kv for kv in counts.items()))
         if measure:
             return detail
         ts.expect(not errors, "%d clients failed, first: %s" % (len(errors), errors[:2]))
         ts.expect(not p.bad, "probes answered wrong: %s" % p.bad[:3])
         for r in PROBE_ROUTES:
-            ts.expect(r in figs and figs[r][0] >= 20, "too few probes of %s: %s" % (r, figs))
+            ts.expect(r in figs and figs[r][0] >= 100, "too few probes of %s: %s" % (r, figs))
             n, p50, p99, worst = figs[r]
-            ts.expect(p99 < PROBE_P99_MS * slowdown and worst < PROBE_MAX_MS * slowdown,
-                      "%s under image load: p99 %.1f ms, worst %.1f ms (limits %.0f, %.0f): %s"
-                      % (r, p99, worst, PROBE_P99_MS * slowdown, PROBE_MAX_MS * slowdown,
-                         detail))
+            p99_limit = (PROBE_P99_MS + baseline.get(r, (0, 0, 0, 0))[2]) * slowdown
+            ts.expect(p99 < p99_limit and worst < PROBE_MAX_MS * slowdown,
+                      "%s under image load: p99 %.1f ms, worst %.1f ms (limits %.1f, %.0f): %s"
+                      % (r, p99, worst, p99_limit, PROBE_MAX_MS * slowdown, detail))
         pooled = sum(c for name, c in counts.items() if jobs[name].pooled)
         ts.expect_eq(after["completed_total"] - before["completed_total"], pooled,
                      "decodes counted (every request but the small JSON ones)")
@@ -377,15 +384,13 @@ def under_load(run, port, jobs, slowdown, measure):
 
 def pool_limits(run, binary, models, workdir, png, want, servers):
     srv = ts.Server(binary, models, workdir, "limits", [
-        "--decode-threads", "1", "--decode-queue", str(LIMIT_QUEUE), "--decode-nice", "0",
+        "--decode-threads", "1", "--decode-queue", str(LIMIT_QUEUE),
         "--request-budget-bytes", str(REQUEST_BUDGET)])
     servers.append(srv)
-    port = run.check("limits server (--decode-threads 1 --decode-queue %d --decode-nice 0) "
-                     "starts" % LIMIT_QUEUE, srv.wait_ready)
+    port = run.check("limits server (--decode-threads 1 --decode-queue %d) starts" % LIMIT_QUEUE,
+                     srv.wait_ready)
     if port is None:
         return
-    run.check("--decode-nice 0: every thread at the main thread's nice value", check_decode_nice,
-              srv, port, 0)
 
     def burst():
         ts.expect_eq(decode_counts(port)["threads"], 1, "convserve_decode_threads")
@@ -493,9 +498,7 @@ def main():
             servers.append(srv)
             port = run.check("server with the defaults starts", srv.wait_ready)
             if port is not None:
-                run.check("the decode threads run at nice +%d, the others not" % DECODE_NICE,
-                          check_decode_nice, srv, port, DECODE_NICE)
-                under_load(run, port, jobs, slowdown, args.measure)
+                under_load(run, srv, port, jobs, slowdown, args.measure)
                 if not args.measure:
                     def stop():
                         rc, dt = srv.stop()
