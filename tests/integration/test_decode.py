@@ -13,7 +13,9 @@ images are made here, at test time (12-megapixel photo-like JPEGs, large PNGs). 
    route must stay fast (p99 under PROBE_P99_MS plus the p99 the same probes saw on the idle
    server just before, which is the shared machine's own noise; worst under PROBE_MAX_MS), and
    /metrics must count one decode for every request but the small JSON ones, which stay on the
-   HTTP threads.
+   HTTP threads. As bench/ does, a load whose probes were too slow while other programs used
+   BG_RERUN_PERCENT or more of the CPUs runs once more, and the second is judged (both are
+   reported; the answers and counts of both are judged).
 2. --decode-threads 1 --decode-queue 2: a burst of PNGs at once. The pool takes one to decode and
    two to wait; the others get 503 with Retry-After: 1 and the exact message, and /metrics counts
    them as rejected.
@@ -56,6 +58,7 @@ PROBE_PERIOD = 0.004          # seconds between two probes of a route
 PROBE_ROUTES = ("/v2/health/live", "/metrics", "/v2/models/digits")
 PROBE_P99_MS = 20.0           # plus the p99 the idle server shows on this machine meanwhile
 PROBE_MAX_MS = 100.0
+BG_RERUN_PERCENT = 20         # others' share of the CPUs that makes a slow load run once more
 IDLE_SECONDS = 2.0
 # The figures also show each route's time inside the server (its access log: from the request
 # line to the answer sent), which tells the machine's share of a slow probe from the server's;
@@ -164,6 +167,40 @@ class Probes:
                 pick = lambda q: v[min(len(v) - 1, int(q * len(v)))]  # noqa: E731
                 out[r] = (len(v), pick(0.5), pick(0.99), v[-1])
         return out
+
+
+def machine_ticks():
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+def process_ticks(pid):
+    """utime + stime of a process and its waited-for children (fields 14-17 of its stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15])
+
+
+class Background:
+    """The share of all CPUs that programs other than the server and this test (its probe
+    processes included, once waited for) used meanwhile, in percent."""
+
+    def __init__(self, server_pid):
+        self.pids = (server_pid, os.getpid())
+        self.percent = 0
+
+    def __enter__(self):
+        self.busy, self.total = machine_ticks()
+        self.ours = sum(process_ticks(p) for p in self.pids)
+        return self
+
+    def __exit__(self, *exc):
+        busy, total = machine_ticks()
+        ours = sum(process_ticks(p) for p in self.pids) - self.ours
+        others = max(0, busy - self.busy - ours)
+        self.percent = int(round(100.0 * others / max(1, total - self.total)))
 
 
 def describe(figs):
@@ -348,35 +385,48 @@ def under_load(run, srv, port, jobs, slowdown, measure):
         return describe(baseline)
     run.check("probes on the idle server (the machine's own noise)", idle)
 
-    def load():
+    def attempt():
+        """One load: its probe figures, the answers, the pool's counters, what others used."""
         before = decode_counts(port)
         log_from = len(srv.text())
-        with Probes(port) as p:
+        with Background(srv.proc.pid) as bg, Probes(port) as p:
             counts, errors = hammer(port, list(jobs.values()), LOAD_SECONDS)
         after = settled_counts(port)
         figs = p.figures()
         inside = server_side(srv.text()[log_from:])
-        detail = "%s; server side: %s; answers: %s" % (
+        detail = "%s; server side: %s; others used %d%% of the CPUs; answers: %s" % (
             describe(figs), "; ".join("%s p99 %.3f max %.3f ms" % (r, inside[r][1], inside[r][2])
                                       for r in PROBE_ROUTES if r in inside),
-            ", ".join("%s %d" % kv for kv in counts.items()))
-        if measure:
-            return detail
+            bg.percent, ", ".join("%s %d" % kv for kv in counts.items()))
+        # Every answer right and every decode counted, whatever the machine was doing.
         ts.expect(not errors, "%d clients failed, first: %s" % (len(errors), errors[:2]))
         ts.expect(not p.bad, "probes answered wrong: %s" % p.bad[:3])
-        for r in PROBE_ROUTES:
-            ts.expect(r in figs and figs[r][0] >= 100, "too few probes of %s: %s" % (r, figs))
-            n, p50, p99, worst = figs[r]
-            p99_limit = (PROBE_P99_MS + baseline.get(r, (0, 0, 0, 0))[2]) * slowdown
-            ts.expect(p99 < p99_limit and worst < PROBE_MAX_MS * slowdown,
-                      "%s under image load: p99 %.1f ms, worst %.1f ms (limits %.1f, %.0f): %s"
-                      % (r, p99, worst, p99_limit, PROBE_MAX_MS * slowdown, detail))
         pooled = sum(c for name, c in counts.items() if jobs[name].pooled)
         ts.expect_eq(after["completed_total"] - before["completed_total"], pooled,
                      "decodes counted (every request but the small JSON ones)")
         ts.expect_eq(after["rejected_total"], 0, "decodes rejected")
         ts.expect_eq((after["queue_length"], after["running"]), (0, 0), "pool idle after")
         ts.expect(all(counts.values()), "a kind of request never ran: %s" % counts)
+        slow = []
+        for r in PROBE_ROUTES:
+            ts.expect(r in figs and figs[r][0] >= 100, "too few probes of %s: %s" % (r, figs))
+            n, p50, p99, worst = figs[r]
+            p99_limit = (PROBE_P99_MS + baseline.get(r, (0, 0, 0, 0))[2]) * slowdown
+            if not (p99 < p99_limit and worst < PROBE_MAX_MS * slowdown):
+                slow.append("%s: p99 %.1f ms, worst %.1f ms (limits %.1f, %.0f)" % (
+                    r, p99, worst, p99_limit, PROBE_MAX_MS * slowdown))
+        return slow, bg.percent, detail
+
+    def load():
+        slow, bg, detail = attempt()
+        if measure:
+            return detail
+        if slow and bg >= BG_RERUN_PERCENT:
+            # As bench/ does: a measurement that other programs disturbed is taken once more.
+            first = "first run, others at %d%%: %s" % (bg, "; ".join(slow))
+            slow, bg, detail = attempt()
+            detail = "%s; again: %s" % (first, detail)
+        ts.expect(not slow, "under image load %s: %s" % ("; ".join(slow), detail))
         return detail
     return run.check("%d clients of heavy images for %.0f s: answers right, probes fast" %
                      (CLIENTS, LOAD_SECONDS), load)
