@@ -25,6 +25,11 @@
        "inference workers per model (model.json 'instances' wins); 0 = one per 2 CPUs")            \
     XX(infer_threads, "--infer-threads", "CONVSERVE_INFER_THREADS", INT, "0", 0, 256,              \
        "OpenMP threads per inference worker (model.json 'threads' wins); 0 = CPUs / workers")      \
+    XX(decode_threads, "--decode-threads", "CONVSERVE_DECODE_THREADS", INT, "0", 0, 1024,          \
+       "threads that decode images (and large JSON tensors) off the HTTP threads; 0 = one per "    \
+       "usable CPU")                                                                               \
+    XX(decode_queue, "--decode-queue", "CONVSERVE_DECODE_QUEUE", INT, "64", 1, 1048576,            \
+       "requests waiting for a decode thread; more get 503")                                       \
     XX(max_body_bytes, "--max-body-bytes", "CONVSERVE_MAX_BODY_BYTES", INT, "67108864", 1024,      \
        1073741824, "largest request body; larger gets 413")                                        \
     XX(request_budget_bytes, "--request-budget-bytes", "CONVSERVE_REQUEST_BUDGET_BYTES", INT, "0", \

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -17,8 +18,11 @@ struct decode_pool {
     pthread_mutex_t lock;
     pthread_cond_t work; /* a job was queued, or the pool is stopping */
     decode_job *ring;    /* queue_size slots; jobs [head, head + count) mod queue_size */
-    size_t queue_size, head, count, running;
-    uint64_t completed, rejected;
+    size_t queue_size, head;
+    /* Changed under the lock; atomic so that /metrics reads them without it, and never waits
+     * behind a decode thread that was preempted while holding it. */
+    _Atomic size_t count, running;
+    _Atomic uint64_t completed, rejected;
     bool stopping, stopped;
     int threads;
     int started; /* threads actually created, for the join */
@@ -128,7 +132,7 @@ srv_status decode_pool_submit(decode_pool *p, const decode_job *job, char *err, 
         p->rejected++;
         st =
             srv_fail(err, errlen, SRV_UNAVAILABLE,
-                     "too many images are waiting to be decoded (%zu); retry later", p->queue_size);
+                     "the decode queue is full (%zu requests waiting); retry later", p->queue_size);
     } else {
         p->ring[(p->head + p->count) % p->queue_size] = *job;
         p->count++;
@@ -166,14 +170,12 @@ void decode_pool_destroy(decode_pool *p)
 
 decode_pool_stats decode_pool_get_stats(decode_pool *p)
 {
-    pthread_mutex_lock(&p->lock);
     decode_pool_stats s = {
         .threads = p->threads,
-        .queued = p->count,
-        .running = p->running,
-        .completed = p->completed,
-        .rejected = p->rejected,
+        .queued = atomic_load(&p->count),
+        .running = atomic_load(&p->running),
+        .completed = atomic_load(&p->completed),
+        .rejected = atomic_load(&p->rejected),
     };
-    pthread_mutex_unlock(&p->lock);
     return s;
 }

@@ -50,7 +50,8 @@ typedef struct {
 } decode_pool_stats;
 
 /* Starts the threads. A configuration out of range (threads < 0 or more than 1024, queue_size < 1
- * or more than 1 << 20) is SRV_INTERNAL, as it comes from the server's own settings. */
+ * or more than 1 << 20) is SRV_INTERNAL, as it comes from the server's own settings. The threads
+ * run at the creator's priority: see README, "Images", for why not lower. */
 srv_status decode_pool_create(const decode_pool_config *cfg, decode_pool **out, char *err,
                               size_t errlen);
 
@@ -65,6 +66,7 @@ void decode_pool_stop(decode_pool *p);
 /* Stops the pool if it is running and frees it; NULL does nothing. */
 void decode_pool_destroy(decode_pool *p);
 
+/* Read without the pool's lock: each figure is exact, the set of them a moment's snapshot. */
 decode_pool_stats decode_pool_get_stats(decode_pool *p);
 
 #endif

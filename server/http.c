@@ -445,7 +445,9 @@ void http_shutdown(server *s)
     int64_t deadline = monotonic_ns() + s->cfg.shutdown_timeout * HTTP_NS_PER_S;
     wait_idle(s, deadline);
     int left = atomic_load(&s->inflight);
-    /* Finish whatever is still queued, so that no connection stays suspended. */
+    /* Finish whatever is still queued, so that no connection stays suspended: first the decodes
+     * (each ends on its model's queue or with an answer), then the model queues they fed. */
+    decode_pool_stop(s->decode);
     repository_stop(s->repo);
     wait_idle(s, monotonic_ns() + HTTP_DRAIN_S * HTTP_NS_PER_S);
     if (left > 0)

@@ -97,8 +97,15 @@ int main(int argc, char **argv)
         metrics_destroy(s.metrics);
         return 1;
     }
-    if (repository_start(s.repo, err, sizeof err) != SRV_OK || !http_start(&s, err, sizeof err)) {
+    /* The decode pool exists before the daemon starts and outlives it (http_shutdown stops it
+     * before the batchers, so that every decode it has accepted reaches its batch). */
+    decode_pool_config dc = {.threads = s.cfg.decode_threads ? (int)s.cfg.decode_threads
+                                                             : repository_cpus(s.repo),
+                             .queue_size = (int)s.cfg.decode_queue};
+    if (decode_pool_create(&dc, &s.decode, err, sizeof err) != SRV_OK ||
+        repository_start(s.repo, err, sizeof err) != SRV_OK || !http_start(&s, err, sizeof err)) {
         server_log(&s, LOG_ERROR, "%s", err);
+        decode_pool_destroy(s.decode);
         repository_destroy(s.repo);
         metrics_destroy(s.metrics);
         return 1;
@@ -107,10 +114,10 @@ int main(int argc, char **argv)
     char names[1024];
     repository_loaded_names(s.repo, names, sizeof names);
     server_log(&s, LOG_INFO,
-               "convserve %s ready in %.0f ms: models %s, --model-control %s, listening on "
-               "http://%s:%u",
+               "convserve %s ready in %.0f ms: models %s, --model-control %s, %d decode threads, "
+               "listening on http://%s:%u",
                CONVSERVE_VERSION, (double)(monotonic_ns() - t0) / 1e6, names[0] ? names : "(none)",
-               s.cfg.model_control, s.cfg.host, (unsigned)s.port);
+               s.cfg.model_control, dc.threads, s.cfg.host, (unsigned)s.port);
 
     int sig = 0;
     for (;;) {
@@ -126,6 +133,7 @@ int main(int argc, char **argv)
     server_log(&s, LOG_INFO, "%s received: finishing in-flight requests, then exiting",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_shutdown(&s);
+    decode_pool_destroy(s.decode);
     repository_destroy(s.repo);
     metrics_destroy(s.metrics);
     server_log(&s, LOG_INFO, "stopped");

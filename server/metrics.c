@@ -224,17 +224,28 @@ static void live_of(const metrics_live *live, int nlive, int series, int *queued
 }
 
 char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metrics_budgets *b,
-                     size_t *len)
+                     const decode_pool_stats *d, size_t *len)
 {
-    text t = {0};
+    /* Render from a copy taken under the lock (a few KB, microseconds), not under the lock itself:
+     * every request takes it when it starts and ends, and must not wait for a render that its
+     * thread was preempted in the middle of. */
     pthread_mutex_lock(&m->mu);
     int n = m->nseries;
+    int64_t inflight = m->inflight;
+    series_stats none = m->none;
+    series_stats *series = malloc(((size_t)n + 1) * sizeof *series); /* + 1: never malloc(0) */
+    if (series)
+        memcpy(series, m->series, (size_t)n * sizeof *series);
+    pthread_mutex_unlock(&m->mu);
+    if (!series)
+        return NULL;
+    text t = {0};
     /* Requests that reached no model come last (i == n), under empty labels. */
     text_put(&t, "# HELP convserve_requests_total HTTP requests answered, by model, version and "
                  "status code.\n"
                  "# TYPE convserve_requests_total counter\n");
     for (int i = 0; i <= n; i++) {
-        const series_stats *s = i < n ? &m->series[i] : &m->none;
+        const series_stats *s = i < n ? &series[i] : &none;
         for (int c = 0; c < s->ncodes; c++) {
             char extra[32];
             snprintf(extra, sizeof extra, ",code=\"%d\"", s->codes[c]);
@@ -245,30 +256,30 @@ char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metr
     text_put(&t, "# HELP convserve_request_duration_seconds Time from request headers to answer.\n"
                  "# TYPE convserve_request_duration_seconds histogram\n");
     for (int i = 0; i <= n; i++) {
-        const series_stats *s = i < n ? &m->series[i] : &m->none;
+        const series_stats *s = i < n ? &series[i] : &none;
         put_histogram(&t, "convserve_request_duration_seconds", s, &s->request, latency_buckets,
                       LATENCY_BUCKETS);
     }
     text_put(&t, "# HELP convserve_queue_duration_seconds Time a request waited for its batch.\n"
                  "# TYPE convserve_queue_duration_seconds histogram\n");
     for (int i = 0; i < n; i++)
-        put_histogram(&t, "convserve_queue_duration_seconds", &m->series[i], &m->series[i].queue,
+        put_histogram(&t, "convserve_queue_duration_seconds", &series[i], &series[i].queue,
                       latency_buckets, LATENCY_BUCKETS);
     text_put(&t, "# HELP convserve_inference_duration_seconds Time the engine took per batch.\n"
                  "# TYPE convserve_inference_duration_seconds histogram\n");
     for (int i = 0; i < n; i++)
-        put_histogram(&t, "convserve_inference_duration_seconds", &m->series[i], &m->series[i].run,
+        put_histogram(&t, "convserve_inference_duration_seconds", &series[i], &series[i].run,
                       latency_buckets, LATENCY_BUCKETS);
     text_put(&t, "# HELP convserve_batch_size Samples per executed batch.\n"
                  "# TYPE convserve_batch_size histogram\n");
     for (int i = 0; i < n; i++)
-        put_histogram(&t, "convserve_batch_size", &m->series[i], &m->series[i].batch, batch_buckets,
+        put_histogram(&t, "convserve_batch_size", &series[i], &series[i].batch, batch_buckets,
                       BATCH_BUCKETS);
     text_put(&t, "# HELP convserve_inferences_total Samples run through each model version.\n"
                  "# TYPE convserve_inferences_total counter\n");
     for (int i = 0; i < n; i++) {
-        put_series(&t, "convserve_inferences_total", &m->series[i], "");
-        text_put(&t, " %llu\n", (unsigned long long)m->series[i].inferences);
+        put_series(&t, "convserve_inferences_total", &series[i], "");
+        text_put(&t, " %llu\n", (unsigned long long)series[i].inferences);
     }
     text_put(&t, "# HELP convserve_queue_length Requests waiting in each model version's queue.\n"
                  "# TYPE convserve_queue_length gauge\n");
@@ -276,7 +287,7 @@ char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metr
         int queued;
         bool ready;
         live_of(live, nlive, i, &queued, &ready);
-        put_series(&t, "convserve_queue_length", &m->series[i], "");
+        put_series(&t, "convserve_queue_length", &series[i], "");
         text_put(&t, " %d\n", queued);
     }
     text_put(&t, "# HELP convserve_model_ready 1 while the version serves, 0 once it is unloaded "
@@ -286,24 +297,24 @@ char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metr
         int queued;
         bool ready;
         live_of(live, nlive, i, &queued, &ready);
-        put_series(&t, "convserve_model_ready", &m->series[i], "");
+        put_series(&t, "convserve_model_ready", &series[i], "");
         text_put(&t, " %d\n", ready ? 1 : 0);
     }
     text_put(&t, "# HELP convserve_model_loads_total Attempts to load and warm up a version, by "
                  "result.\n"
                  "# TYPE convserve_model_loads_total counter\n");
     for (int i = 0; i < n; i++) {
-        put_series(&t, "convserve_model_loads_total", &m->series[i], ",result=\"success\"");
-        text_put(&t, " %llu\n", (unsigned long long)m->series[i].loads_ok);
-        put_series(&t, "convserve_model_loads_total", &m->series[i], ",result=\"failure\"");
-        text_put(&t, " %llu\n", (unsigned long long)m->series[i].loads_failed);
+        put_series(&t, "convserve_model_loads_total", &series[i], ",result=\"success\"");
+        text_put(&t, " %llu\n", (unsigned long long)series[i].loads_ok);
+        put_series(&t, "convserve_model_loads_total", &series[i], ",result=\"failure\"");
+        text_put(&t, " %llu\n", (unsigned long long)series[i].loads_failed);
     }
     text_put(&t, "# HELP convserve_model_load_seconds How long the last load and warm-up of the "
                  "version took.\n"
                  "# TYPE convserve_model_load_seconds gauge\n");
     for (int i = 0; i < n; i++) {
-        put_series(&t, "convserve_model_load_seconds", &m->series[i], "");
-        text_put(&t, " %.6f\n", m->series[i].last_load_s);
+        put_series(&t, "convserve_model_load_seconds", &series[i], "");
+        text_put(&t, " %.6f\n", series[i].last_load_s);
     }
     text_put(&t,
              "# HELP convserve_budget_bytes Memory held against each budget, and its limit.\n"
@@ -315,10 +326,31 @@ char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metr
              (long long)b->request_used, (long long)b->request_limit, (long long)b->answer_used,
              (long long)b->answer_limit);
     text_put(&t,
+             "# HELP convserve_decode_threads Threads that decode images and large JSON tensors "
+             "off the HTTP threads.\n"
+             "# TYPE convserve_decode_threads gauge\n"
+             "convserve_decode_threads %d\n"
+             "# HELP convserve_decode_queue_length Requests waiting for a decode thread.\n"
+             "# TYPE convserve_decode_queue_length gauge\n"
+             "convserve_decode_queue_length %zu\n"
+             "# HELP convserve_decode_running Requests being decoded now.\n"
+             "# TYPE convserve_decode_running gauge\n"
+             "convserve_decode_running %zu\n"
+             "# HELP convserve_decode_completed_total Requests the decode threads have finished "
+             "(decoded, or refused as undecodable).\n"
+             "# TYPE convserve_decode_completed_total counter\n"
+             "convserve_decode_completed_total %llu\n"
+             "# HELP convserve_decode_rejected_total Requests refused with 503 because the decode "
+             "queue was full or the server was stopping.\n"
+             "# TYPE convserve_decode_rejected_total counter\n"
+             "convserve_decode_rejected_total %llu\n",
+             d->threads, d->queued, d->running, (unsigned long long)d->completed,
+             (unsigned long long)d->rejected);
+    text_put(&t,
              "# HELP convserve_inflight_requests Requests received and not yet answered.\n"
              "# TYPE convserve_inflight_requests gauge\n"
              "convserve_inflight_requests %lld\n",
-             (long long)m->inflight);
-    pthread_mutex_unlock(&m->mu);
+             (long long)inflight);
+    free(series);
     return text_take(&t, len);
 }

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "decode_pool.h"
+
 typedef struct metrics metrics;
 
 /* Series are labelled by model and version. A series is made the first time a version of a model
@@ -39,8 +41,9 @@ typedef struct {
     int64_t answer_used, answer_limit;
 } metrics_budgets;
 
-/* Renders the Prometheus text format into a malloc'd string. */
+/* Renders the Prometheus text format into a malloc'd string, with the budgets and the decode
+ * pool as they stand. */
 char *metrics_render(metrics *m, const metrics_live *live, int nlive, const metrics_budgets *b,
-                     size_t *len);
+                     const decode_pool_stats *d, size_t *len);
 
 #endif

@@ -1235,6 +1235,11 @@ static void *manager_main(void *arg)
 
 /* ---- the public functions ------------------------------------------------------------------ */
 
+int repository_cpus(const repository *r)
+{
+    return r->cpus;
+}
+
 srv_status repository_create(server *s, repository **out, char *err, size_t errlen)
 {
     *out = NULL;

@@ -107,6 +107,9 @@ void repository_rescan(repository *r);
 void repository_index(repository *r, bool ready_only, const char *only, size_t len, text *t);
 /* The model's ready versions as a JSON array of strings, newest first: ["2","1"]. */
 void repository_ready_versions(repository *r, const struct model_entry *me, text *t);
+/* The CPUs this process may use (its affinity, capped by a container's CPU quota): what the
+ * default worker and thread counts are made from, and the default decode pool size. */
+int repository_cpus(const repository *r);
 /* "a, b, c": the models with a ready version, for messages. */
 void repository_loaded_names(repository *r, char *buf, size_t len);
 /* What /metrics shows of the live instances: queue lengths and readiness by series. Returns how

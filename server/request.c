@@ -44,6 +44,7 @@ void request_destroy(request *rq)
     server *s = rq->srv;
     repository_release(rq->model);
     infer_request_free(&rq->q);
+    free(rq->imgs);
     free(rq->in);
     free(rq->out);
     free(rq->body);
@@ -183,6 +184,31 @@ void request_submit(request *rq)
     /* Suspend before submitting: the worker may finish and resume before this thread returns. */
     request_suspend(rq, REQUEST_QUEUED);
     request_queue(rq);
+}
+
+/* The pool's done call, on the thread that built the input. */
+static void decoded(void *arg, srv_status st)
+{
+    request *rq = arg;
+    (void)st; /* always SRV_OK: the outcome of the work is in rq->job */
+    if (rq->job.status != SRV_OK) {
+        request_complete(rq);
+        return;
+    }
+    request_drop_body(rq);
+    request_queue(rq);
+}
+
+void request_decode(request *rq, void (*run)(void *rq))
+{
+    /* Suspend before submitting: the pool may finish and resume before this thread returns. */
+    request_suspend(rq, REQUEST_DECODING);
+    decode_job job = {.run = run, .done = decoded, .arg = rq};
+    srv_status s = decode_pool_submit(rq->srv->decode, &job, rq->job.err, sizeof rq->job.err);
+    if (s != SRV_OK) {
+        rq->job.status = s;
+        request_complete(rq);
+    }
 }
 
 void request_park(request *rq)

@@ -11,10 +11,11 @@
  * LINE: the request line has arrived (libmicrohttpd's URI log callback), the header fields have
  * not. RECEIVING: headers are in and the body arrives on a libmicrohttpd thread. A request that
  * needs no work beyond parsing is answered from here. DECODING: the connection is suspended while
- * images are decoded off the libmicrohttpd threads (the decode pool of issue 11 sets it). QUEUED:
- * the connection is suspended while the model's batcher has the job. DONE: whoever finished the
- * work (worker, pool, or a refusal) has set the outcome and resumed the connection; the daemon then
- * calls api_finish() on a libmicrohttpd thread, which answers (ANSWERING).
+ * a decode thread builds the model input (request_decode: images, and large JSON tensors), so
+ * that costly input never holds a libmicrohttpd thread that health, metadata and metrics need.
+ * QUEUED: the connection is suspended while the model's batcher has the job. DONE: whoever finished
+ * the work (worker, pool, or a refusal) has set the outcome and resumed the connection; the daemon
+ * then calls api_finish() on a libmicrohttpd thread, which answers (ANSWERING).
  *
  * Everything a request uses of a model is reached through `model`: a counted reference to one
  * version (repository.h), taken in api_route() and released in request_destroy(), so that a
@@ -118,6 +119,8 @@ typedef struct request {
 
     /* inference */
     batch_job job;
+    tensor_bytes *imgs; /* /predictions: the images, views into the body, until decoded */
+    size_t nimgs;
     float *in;            /* the model input, when built from images */
     float *out;           /* the output, filled by the worker */
     spec_shape out_shape; /* of the whole request's output */
@@ -168,11 +171,21 @@ bool request_reserve_answer(request *rq, size_t n);
  * rq->job.err then hold the outcome. On a libmicrohttpd thread, from the handler. */
 void request_submit(request *rq);
 
-/* The pieces of request_submit, for work done off the libmicrohttpd threads (the decode pool of
- * issue 11): on the handler's thread, request_suspend(rq, REQUEST_DECODING), then hand rq to the
- * pool; on the pool's thread, when the input is built, request_queue(rq) (which completes it if
- * the batcher refuses), or on a failure set rq->job.status and rq->job.err and call
- * request_complete(rq). Either way api_finish() answers it on a libmicrohttpd thread. */
+/* Builds the input off the libmicrohttpd threads, then queues the job: suspends the connection
+ * (state DECODING) and hands rq to the server's decode pool, where run(rq) builds the input (sets
+ * rq->job.in, or on a failure rq->job.status and rq->job.err). Then, on the pool's thread, the body
+ * is dropped and the job queued (request_queue), or a failure completes the request. A pool that
+ * refuses (its queue is full, or it is stopping) completes it with 503 at once. Either way
+ * api_finish() answers on a libmicrohttpd thread. The request stays alive meanwhile: a suspended
+ * connection is not closed, so request_destroy cannot run before the resume. On a libmicrohttpd
+ * thread, from the handler. */
+void request_decode(request *rq, void (*run)(void *rq));
+
+/* The pieces of request_submit and request_decode, for work done off the libmicrohttpd threads:
+ * on the handler's thread, request_suspend(rq, REQUEST_DECODING), then hand rq to another thread;
+ * there, when the input is built, request_queue(rq) (which completes it if the batcher refuses),
+ * or on a failure set rq->job.status and rq->job.err and call request_complete(rq). Either way
+ * api_finish() answers it on a libmicrohttpd thread. */
 void request_suspend(request *rq, request_state state);
 /* Queues rq->job on its model's batcher; the connection must be suspended. Any thread. */
 void request_queue(request *rq);

@@ -9,6 +9,7 @@
 #include "batcher.h"
 #include "budget.h"
 #include "config.h"
+#include "decode_pool.h"
 #include "engine.h"
 #include "log.h"
 #include "metrics.h"
@@ -39,6 +40,7 @@ typedef struct server {
     metrics *metrics;
     struct MHD_Daemon *daemon;
     struct guard *guard; /* closes connections that take too long to send a request */
+    decode_pool *decode; /* decodes images and large tensors off the HTTP threads */
     uint16_t port;
     atomic_bool ready;
     atomic_int inflight;
@@ -52,7 +54,8 @@ typedef struct server {
 /* Starts the HTTP daemon on cfg.host:cfg.port and records the bound port in s->port. */
 bool http_start(server *s, char *err, size_t errlen);
 /* Stops accepting connections, lets in-flight requests finish (up to the shutdown timeout),
- * drains the model queues and stops the daemon. */
+ * drains the decode pool, then the model queues, and stops the daemon. The pool is stopped, not
+ * freed: main frees it after this. */
 void http_shutdown(server *s);
 
 #endif

@@ -14,7 +14,9 @@ every documented behaviour is reachable; {model} is digits and {version} 1), the
   3. an undocumented method (DELETE) on every path answers 405 with an Allow header naming exactly
      the documented methods (besides OPTIONS), so no method goes undocumented;
   4. every route string that api_route() (and the route_* helpers it calls) in server/api.c
-     matches appears in openapi.yaml, so an undocumented route fails here.
+     matches appears in openapi.yaml, so an undocumented route fails here;
+  5. every metric family the server's /metrics declares (`# TYPE name ...`) is named in
+     openapi.yaml, so an undocumented metric fails here.
 
 Paths are visited in sorted order, so /v2/repository/models/{model}/unload comes after every
 other route of the model.
@@ -309,6 +311,18 @@ def main():
                     "DELETE %s -> %d, Allow %s matches the documented methods %s"
                     % (url, st, ",".join(sorted(allow)) or "-", ",".join(sorted(want))),
                     resp.decode("utf-8", "replace")[:200])
+
+        # 5. the metric families of /metrics
+        st, _, resp = server.request("get", "/metrics",
+                                     headers={"Authorization": "Bearer " + API_KEY})
+        families = re.findall(r"^# TYPE (\S+) ", resp.decode("utf-8", "replace"), re.M)
+        c.check(st == 200 and len(families) > 0, "/metrics -> %d, %d metric families" % (
+            st, len(families)))
+        spec_text = open(a.spec, encoding="utf-8").read()
+        for name in families:
+            c.check(re.search(r"`%s`" % re.escape(name), spec_text) is not None,
+                    "metric %s is named in openapi.yaml (as `%s`)" % (name, name),
+                    "undocumented metric")
     finally:
         server.stop()
 

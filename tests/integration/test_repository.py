@@ -461,11 +461,15 @@ def explicit_part(run):
 
         def all_routed():
             """The server has made all n requests (those in flight, the /metrics request itself
-            aside, and those answered), so each holds its reference; and some are queued."""
+            aside, and those answered), so each holds its reference; and some are queued: in the
+            model's queue, or (a body this large is converted there) in the decode pool."""
             text = ts.metrics_text(port)
             made = (ts.metric(text, "convserve_inflight_requests") - 1 +
                     ts.metric(text, "convserve_requests_total", model="cnn_bn"))
-            return made >= n and ts.metric(text, "convserve_queue_length", model="cnn_bn") >= 4
+            waiting = (ts.metric(text, "convserve_queue_length", model="cnn_bn") +
+                       ts.metric(text, "convserve_decode_queue_length") +
+                       ts.metric(text, "convserve_decode_running"))
+            return made >= n and waiting >= 4
         wait_for("%d requests made, some queued, for cnn_bn" % n, all_routed, 30, 0.005)
         t_sent = time.monotonic()
         answer = unload(port, "cnn_bn")

@@ -121,7 +121,7 @@ static void test_limits(void)
 
     decode_job extra = {.run = gated_run, .done = record_done, .arg = &jobs[ACCEPTED]};
     CHECK_INT(decode_pool_submit(p, &extra, err, sizeof err), SRV_UNAVAILABLE);
-    CHECK_STR(err, "too many images are waiting to be decoded (4); retry later");
+    CHECK_STR(err, "the decode queue is full (4 requests waiting); retry later");
 
     gate_open(&g);
     decode_pool_destroy(p); /* drains: every accepted job has completed when this returns */

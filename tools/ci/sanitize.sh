@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tools/ci/sanitize.sh - the whole CTest suite (integration tests against the real server included)
-# under ASan + UBSan with leak detection, then the concurrency tests (integration, layers,
-# decode_pool) under TSan. Exits non-zero if a test fails or any instrumented process, including a server started by
+# under ASan + UBSan with leak detection, then the concurrency tests (integration, among them
+# integration_decode, which hammers the decode pool; layers, decode_pool) under TSan. Exits non-zero if a test fails or any instrumented process, including a server started by
 # a test, reports anything: reports go to files under build-*/sanitizer-reports/ as well as
 # failing the process, so a report from a process whose exit status a test ignores still counts.
 # Usage: tools/ci/sanitize.sh [asan|tsan]...     (default: both)
