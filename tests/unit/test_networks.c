@@ -125,7 +125,8 @@ static void run_dir(const char *dir, double tol)
     if (engine_runner_uses_reference(r)) {
         char kernels[8192];
         fprintf(stderr, "%s: %s oneDNN reference kernel ran; kernels of the last plan: %s\n", dir,
-                forbid_reference ? "a" : "note: a", engine_runner_kernels(r, kernels, sizeof kernels));
+                forbid_reference ? "a" : "note: a",
+                engine_runner_kernels(r, kernels, sizeof kernels));
         if (forbid_reference)
             CHECK(!engine_runner_uses_reference(r));
     }
@@ -165,7 +166,8 @@ int main(int argc, char **argv)
         first += 2;
     }
     if (first >= argc) {
-        fprintf(stderr, "usage: test_networks [--tol T] [--precision bf16] [--no-reference] DIR...\n");
+        fprintf(stderr,
+                "usage: test_networks [--tol T] [--precision bf16] [--no-reference] DIR...\n");
         return 2;
     }
     if (want_precision == SPEC_BF16 && !engine_bf16_supported()) {
