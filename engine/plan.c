@@ -13,6 +13,7 @@
 #include "plan.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -451,11 +452,11 @@ static int fused_posts(builder *b, const node *nd)
     return nd->n_post;
 }
 
-/* The activations of node v that fused_posts left out, in place over its output `dst`. */
-static engine_status unfused_posts(builder *b, const node *nd, int dst)
+/* The activations of node v from its `first`, in place over its output `dst`. */
+static engine_status posts_from(builder *b, const node *nd, int first, int dst)
 {
     engine_status st = ENGINE_OK;
-    for (int i = fused_posts(b, nd); i < nd->n_post; i++) {
+    for (int i = first; i < nd->n_post; i++) {
         eltwise_op ops[2];
         int k = activation_ops(&b->m->spec->layers[nd->post[i]], ops);
         for (int j = 0; j < k; j++)
@@ -463,6 +464,21 @@ static engine_status unfused_posts(builder *b, const node *nd, int dst)
     }
 fail:
     return st;
+}
+
+/* The activations of node v that fused_posts left out, in place over its output `dst`. */
+static engine_status unfused_posts(builder *b, const node *nd, int dst)
+{
+    return posts_from(b, nd, fused_posts(b, nd), dst);
+}
+
+/* Whether a binary op over tensors of layout md may carry eltwise post-ops. oneDNN 2.6's binary
+ * kernel gives wrong results with them on AVX2 when the channels are blocked and do not fill the
+ * last block (aBcd8b with C = 6, found by live_check), so such a layout runs them after it. */
+static bool binary_takes_posts(const dnnl_memory_desc_t *md)
+{
+    return md->format_kind != dnnl_blocked || md->format_desc.blocking.inner_nblks == 0 ||
+           md->ndims < 2 || md->padded_dims[1] == md->dims[1];
 }
 
 /* The post-ops of node v: its fused residual sum, then its activations. NULL when it has none. */
@@ -969,6 +985,44 @@ fail:
     return st;
 }
 
+/* MaxPool2d with dilation exactly as PyTorch's CPU kernel, over float32 NCHW: the window's cells
+ * are d apart, cells outside the input are skipped, and a NaN wins. oneDNN 2.6 has no JIT kernel
+ * for dilated pooling (only its reference code). */
+static void max_pool_dilated_kernel(const plan_step *s)
+{
+    void *in_h = NULL, *out_h = NULL;
+    dnnl_memory_get_data_handle(s->args[0].memory, &in_h);
+    dnnl_memory_get_data_handle(s->args[1].memory, &out_h);
+    const float *in = in_h;
+    float *out = out_h;
+    const int64_t *d = s->dims; /* N*C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw */
+    const int64_t nc = d[0], h = d[1], w = d[2], oh = d[3], ow = d[4];
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < nc; p++) {
+        const float *x = in + p * h * w;
+        float *y = out + p * oh * ow;
+        for (int64_t i = 0; i < oh; i++) {
+            for (int64_t j = 0; j < ow; j++) {
+                float m = -INFINITY;
+                for (int64_t a = 0; a < d[5]; a++) {
+                    int64_t r = i * d[7] - d[9] + a * d[11];
+                    if (r < 0 || r >= h)
+                        continue;
+                    for (int64_t c = 0; c < d[6]; c++) {
+                        int64_t q = j * d[8] - d[10] + c * d[12];
+                        if (q < 0 || q >= w)
+                            continue;
+                        float e = x[r * w + q];
+                        if (e > m || isnan(e))
+                            m = e;
+                    }
+                }
+                y[i * ow + j] = m;
+            }
+        }
+    }
+}
+
 static engine_status build_pool(builder *b, int v)
 {
     const node *nd = &b->m->nodes[v];
@@ -981,6 +1035,15 @@ static engine_status build_pool(builder *b, int v)
         alg = dnnl_pooling_max;
         dil[0] = l->dilation[0] - 1;
         dil[1] = l->dilation[1] - 1;
+        if (dil[0] || dil[1]) {
+            const spec_shape *in = value_shape(b, nd->inputs[0]), *o = &b->shapes[nd->layer];
+            int64_t dims[] = {
+                in->d[0] * in->d[1], in->d[2],       in->d[3],      o->d[2],      o->d[3],
+                l->kernel[0],        l->kernel[1],   l->stride[0],  l->stride[1], l->padding[0],
+                l->padding[1],       l->dilation[0], l->dilation[1]};
+            return kernel_step(b, v, o, "max_pooling", max_pool_dilated_kernel, dims,
+                               (int)(sizeof dims / sizeof dims[0]));
+        }
     } else {
         /* Without padding both PyTorch divisors are the window's part inside the input (ceil_mode
          * windows included), which is oneDNN's exclude-padding. With padding and ceil_mode, a
@@ -1104,6 +1167,19 @@ static engine_status build_softmax(builder *b, int v)
                                          &b->t[src].md, 1));
     TRY(make_attr(b, NULL, &attr));
     CK(dnnl_primitive_desc_create(&pd, &sd, attr, b->r->eng, NULL));
+    if (is_reference(pd) && b->t[src].md.ndims == 4) {
+        /* oneDNN 2.6's JIT softmax wants the axis innermost: over the channels of [N,C,H,W]
+         * that is channels-last. */
+        dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+        dnnl_memory_desc_t nhwc;
+        CK(dnnl_memory_desc_init_by_tag(&nhwc, 4, b->t[src].md.dims, b->t[src].md.data_type,
+                                        dnnl_acdb));
+        TRY(connect(b, nd->inputs[0], &nhwc, &src));
+        CK(dnnl_softmax_v2_forward_desc_init(&sd, dnnl_forward_inference, alg, &b->t[src].md,
+                                             &b->t[src].md, 1));
+        CK(dnnl_primitive_desc_create(&pd, &sd, attr, b->r->eng, NULL));
+    }
     TRY(dst_tensor(b, v, nd->inputs[0], src, &b->t[src].md, &dst));
     int kinds[] = {DNNL_ARG_SRC, DNNL_ARG_DST}, ts[] = {src, dst};
     TRY(add_step(b, "softmax", pd, 2, kinds, ts));
@@ -1161,13 +1237,14 @@ static engine_status build_elementwise(builder *b, int v, dnnl_alg_kind_t alg)
     else
         TRY(fresh_tensor(b, &md, &dst));
     int steps = 0;
+    bool fuse = binary_takes_posts(&md);
     for (int k = 0; k < nd->n_inputs; k++) {
         if (k == first)
             continue;
         bool last = ++steps == nd->n_inputs - 1;
         int other;
         TRY(connect(b, nd->inputs[k], &md, &other));
-        if (last)
+        if (last && fuse)
             TRY(node_post_ops(b, nd, &po));
         TRY(binary_pd(b, alg, &md, &md, last ? po : NULL, &pd));
         int kinds[] = {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST};
@@ -1176,7 +1253,7 @@ static engine_status build_elementwise(builder *b, int v, dnnl_alg_kind_t alg)
         dnnl_primitive_desc_destroy(pd);
         pd = NULL;
     }
-    TRY(unfused_posts(b, nd, dst));
+    TRY(fuse ? unfused_posts(b, nd, dst) : posts_from(b, nd, 0, dst));
     TRY(set_output(b, v, dst));
 fail:
     dnnl_post_ops_destroy(po);
@@ -1202,7 +1279,9 @@ static engine_status build_mul(builder *b, int v)
     const spec_shape *small = value_shape(b, sv);
     int big, sm, dst;
     TRY(primary(b, bv, &big));
-    TRY(node_post_ops(b, nd, &po));
+    bool fuse = binary_takes_posts(&b->t[big].md);
+    if (fuse)
+        TRY(node_post_ops(b, nd, &po));
     dnnl_memory_desc_t smd;
     int64_t sd[4] = {small->d[0], small->d[1], 1, 1};
     if (!md_like(&b->t[big].md, sd, b->t[big].md.data_type, &smd))
@@ -1222,7 +1301,7 @@ static engine_status build_mul(builder *b, int v)
     TRY(dst_tensor(b, v, bv, big, &b->t[big].md, &dst));
     int kinds[] = {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST}, ts[] = {big, sm, dst};
     TRY(add_step(b, "mul", pd, 3, kinds, ts));
-    TRY(unfused_posts(b, nd, dst));
+    TRY(fuse ? unfused_posts(b, nd, dst) : posts_from(b, nd, 0, dst));
     TRY(set_output(b, v, dst));
 fail:
     dnnl_post_ops_destroy(po);

@@ -13,7 +13,7 @@
 
 enum {
     PLAN_KERNELS = 1024,   /* bytes of the kernel list kept per plan */
-    PLAN_KERNEL_DIMS = 12, /* parameters of a plain C kernel step */
+    PLAN_KERNEL_DIMS = 14, /* parameters of a plain C kernel step */
     PLAN_SLOT_IN = -1,     /* a memory over the caller's input buffer */
     PLAN_SLOT_OUT = -2,    /* a memory over the caller's output buffer */
     RUNNER_MAX_BUCKETS = 32,

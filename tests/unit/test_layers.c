@@ -421,6 +421,22 @@ static const layer_case CASES[] = {
      "[{'op':'ReLU','id':'r'},{'op':'Tanh','id':'t','inputs':['input']},"
      "{'op':'Add','inputs':['r','t','input']},{'op':'ReLU'}]",
      3.0, false},
+    /* Channels that do not fill the last block of a blocked layout (aBcd8b with C = 6 on AVX2):
+     * oneDNN 2.6's binary kernel gets activation post-ops wrong there (found by live_check). */
+    {"add_three_convs_channel_tail_relu6", "[3,16,14]",
+     "[{'op':'Conv2d','name':'c0','in_channels':3,'out_channels':6,'kernel_size':[3,1],"
+     "'padding':'same'},"
+     "{'op':'Conv2d','name':'c1','in_channels':6,'out_channels':6,'kernel_size':1},"
+     "{'op':'Conv2d','name':'c2','in_channels':6,'out_channels':6,'kernel_size':3,'padding':1,"
+     "'inputs':['c0']},"
+     "{'op':'Add','inputs':['c1','c0','c2']},{'op':'ReLU6'}]",
+     3.0, false},
+    {"se_mul_channel_tail_relu", "[6,9,9]",
+     "[{'op':'Conv2d','name':'c','in_channels':6,'out_channels':6,'kernel_size':3,'padding':1,"
+     "'id':'x'},{'op':'AdaptiveAvgPool2d','output_size':1},"
+     "{'op':'Conv2d','name':'fc','in_channels':6,'out_channels':6,'kernel_size':1},"
+     "{'op':'Sigmoid','id':'g'},{'op':'Mul','inputs':['x','g']},{'op':'ReLU'}]",
+     3.0, false},
     {"add_same_tensor_twice", "[6,4,4]",
      "[{'op':'Sigmoid','id':'s'},{'op':'Add','inputs':['s','s']}]", 0, false},
     {"add_linear_branches", "[12]",
