@@ -36,14 +36,12 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 
 import numpy as np
 from PIL import Image
@@ -560,22 +558,8 @@ def main():
                 pool_limits(run, binary, models, workdir, png, want, servers)
                 stop_with_queue(run, binary, models, workdir, png, want, servers)
     except Exception:  # noqa: BLE001 - a crash of the harness itself still ends with the summary
-        run.failed += 1
-        print("FAIL  the test harness itself:\n%s" % traceback.format_exc(), flush=True)
-    finally:
-        for sv in servers:
-            sv.kill()
-        if run.failed or args.keep:
-            for sv in servers:
-                print("---- last lines of %s" % sv.log_path)
-                print("\n".join(sv.text().splitlines()[-15:]))
-        if args.keep:
-            print("kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print("(%.1f s)" % (time.monotonic() - t0))
-    print("%d passed, %d failed" % (run.passed, run.failed))
-    return 1 if run.failed else 0
+        ts.harness_crashed(run)
+    return ts.finish(run, servers, workdir, args.keep, t0)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import casefile  # noqa: E402
@@ -880,22 +879,8 @@ def main():
             if only is None or name in only:
                 part(run)
     except Exception:  # noqa: BLE001 - a crash of the harness still ends with the summary
-        run.failed += 1
-        print("FAIL  the test harness itself:\n%s" % traceback.format_exc(), flush=True)
-    finally:
-        for sv in SERVERS:
-            sv.kill()
-        if run.failed or args.keep:
-            for sv in SERVERS:
-                print("---- last lines of %s" % sv.log_path)
-                print("\n".join(sv.text().splitlines()[-15:]))
-        if args.keep:
-            print("kept %s" % WORKDIR)
-        else:
-            shutil.rmtree(WORKDIR, ignore_errors=True)
-    print("(%.1f s)" % (time.monotonic() - t_start))
-    print("%d passed, %d failed" % (run.passed, run.failed))
-    return 1 if run.failed else 0
+        ts.harness_crashed(run)
+    return ts.finish(run, SERVERS, WORKDIR, args.keep, t_start)
 
 
 BINARY = MODELS = WORKDIR = None

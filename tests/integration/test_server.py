@@ -1408,6 +1408,32 @@ def limits_checks(run, port, expected):
 NOT_READY = {"error": "the server is not ready"}
 
 
+def harness_crashed(run):
+    """Counts a crash of the test harness itself as a failure and prints where; the summary
+    still follows."""
+    run.failed += 1
+    print("FAIL  the test harness itself:\n%s" % traceback.format_exc(), flush=True)
+
+
+def finish(run, servers, workdir, keep, t_start):
+    """The end of a suite: kills every server still running, prints the last lines of their logs
+    when something failed (or with --keep), removes workdir unless kept, prints the summary and
+    returns the exit code."""
+    for sv in servers:
+        sv.kill()
+    if run.failed or keep:
+        for sv in servers:
+            print("---- last lines of %s" % sv.log_path)
+            print("\n".join(sv.text().splitlines()[-15:]))
+    if keep:
+        print("kept %s" % workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("(%.1f s)" % (time.monotonic() - t_start))
+    print("%d passed, %d failed" % (run.passed, run.failed))
+    return 1 if run.failed else 0
+
+
 def stop_under_load(srv, port, path, body, check, loops=8, warm=8, warm_timeout=10):
     """SIGTERM while requests are in flight: those the server took finish with 200, and it exits.
     `loops` clients post `body` to `path` in a loop; two more have sent their headers and half
@@ -1781,22 +1807,8 @@ def main():
                   models, workdir, shim)
         clock_step_checks(run, binary, models, workdir, shim)
     except Exception:  # noqa: BLE001 - a crash of the harness itself still ends with the summary
-        run.failed += 1
-        print("FAIL  the test harness itself:\n%s" % traceback.format_exc(), flush=True)
-    finally:
-        for sv in servers:
-            sv.kill()
-        if run.failed or args.keep:
-            for sv in servers:
-                print("---- last lines of %s" % sv.log_path)
-                print("\n".join(sv.text().splitlines()[-15:]))
-        if args.keep:
-            print("kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print("(%.1f s)" % (time.monotonic() - t_start))
-    print("%d passed, %d failed" % (run.passed, run.failed))
-    return 1 if run.failed else 0
+        harness_crashed(run)
+    return finish(run, servers, workdir, args.keep, t_start)
 
 
 if __name__ == "__main__":
