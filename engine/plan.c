@@ -914,41 +914,53 @@ fail:
     return st;
 }
 
-/* AvgPool2d exactly as PyTorch's CPU kernel, over float32 NCHW: the window clipped to the padded
- * input gives the divisor (count_include_pad), then clipped to the input gives the cells summed.
- * Used where oneDNN divides differently: ceil_mode windows that overhang the padded input. */
-static void avg_pool_kernel(const plan_step *s)
+/* The plain C kernels work on one [H, W] plane of float32 NCHW at a time, and s->dims begins
+ * with N*C, H, W, OH, OW; the planes run on the OpenMP team. */
+typedef void plane_fn(const float *x, float *y, const int64_t *d);
+
+static void run_planes(const plan_step *s, plane_fn *fn)
 {
     void *in_h = NULL, *out_h = NULL;
     dnnl_memory_get_data_handle(s->args[0].memory, &in_h);
     dnnl_memory_get_data_handle(s->args[1].memory, &out_h);
     const float *in = in_h;
     float *out = out_h;
-    const int64_t *d = s->dims; /* N*C, H, W, OH, OW, kh, kw, sh, sw, ph, pw */
-    const int64_t nc = d[0], h = d[1], w = d[2], oh = d[3], ow = d[4];
+    const int64_t *d = s->dims;
 #pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < nc; p++) {
-        const float *x = in + p * h * w;
-        float *y = out + p * oh * ow;
-        for (int64_t i = 0; i < oh; i++) {
-            for (int64_t j = 0; j < ow; j++) {
-                int64_t h0 = i * d[7] - d[9], w0 = j * d[8] - d[10];
-                int64_t h1 = h0 + d[5], w1 = w0 + d[6];
-                h1 = h1 < h + d[9] ? h1 : h + d[9];
-                w1 = w1 < w + d[10] ? w1 : w + d[10];
-                int64_t area = (h1 - h0) * (w1 - w0);
-                h0 = h0 > 0 ? h0 : 0;
-                w0 = w0 > 0 ? w0 : 0;
-                h1 = h1 < h ? h1 : h;
-                w1 = w1 < w ? w1 : w;
-                float sum = 0;
-                for (int64_t r = h0; r < h1; r++)
-                    for (int64_t c = w0; c < w1; c++)
-                        sum += x[r * w + c];
-                y[i * ow + j] = h0 < h1 && w0 < w1 ? sum / (float)area : 0.0f;
-            }
+    for (int64_t p = 0; p < d[0]; p++)
+        fn(in + p * d[1] * d[2], out + p * d[3] * d[4], d);
+}
+
+/* AvgPool2d exactly as PyTorch's CPU kernel (dims: N*C, H, W, OH, OW, kh, kw, sh, sw, ph, pw):
+ * the window clipped to the padded input gives the divisor (count_include_pad), then clipped to
+ * the input gives the cells summed. Used where oneDNN divides differently: ceil_mode windows that
+ * overhang the padded input. */
+static void avg_pool_plane(const float *x, float *y, const int64_t *d)
+{
+    const int64_t h = d[1], w = d[2], oh = d[3], ow = d[4];
+    for (int64_t i = 0; i < oh; i++) {
+        for (int64_t j = 0; j < ow; j++) {
+            int64_t h0 = i * d[7] - d[9], w0 = j * d[8] - d[10];
+            int64_t h1 = h0 + d[5], w1 = w0 + d[6];
+            h1 = h1 < h + d[9] ? h1 : h + d[9];
+            w1 = w1 < w + d[10] ? w1 : w + d[10];
+            int64_t area = (h1 - h0) * (w1 - w0);
+            h0 = h0 > 0 ? h0 : 0;
+            w0 = w0 > 0 ? w0 : 0;
+            h1 = h1 < h ? h1 : h;
+            w1 = w1 < w ? w1 : w;
+            float sum = 0;
+            for (int64_t r = h0; r < h1; r++)
+                for (int64_t c = w0; c < w1; c++)
+                    sum += x[r * w + c];
+            y[i * ow + j] = h0 < h1 && w0 < w1 ? sum / (float)area : 0.0f;
         }
     }
+}
+
+static void avg_pool_kernel(const plan_step *s)
+{
+    run_planes(s, avg_pool_plane);
 }
 
 /* A plain C kernel step from value v (as float32 NCHW) into a fresh float32 NCHW tensor. */
@@ -985,42 +997,36 @@ fail:
     return st;
 }
 
-/* MaxPool2d with dilation exactly as PyTorch's CPU kernel, over float32 NCHW: the window's cells
- * are d apart, cells outside the input are skipped, and a NaN wins. oneDNN 2.6 has no JIT kernel
- * for dilated pooling (only its reference code). */
-static void max_pool_dilated_kernel(const plan_step *s)
+/* MaxPool2d with dilation exactly as PyTorch's CPU kernel (dims: N*C, H, W, OH, OW, kh, kw, sh,
+ * sw, ph, pw, dh, dw): the window's cells are d apart, cells outside the input are skipped, and a
+ * NaN wins. oneDNN 2.6 has no JIT kernel for dilated pooling (only its reference code). */
+static void max_pool_dilated_plane(const float *x, float *y, const int64_t *d)
 {
-    void *in_h = NULL, *out_h = NULL;
-    dnnl_memory_get_data_handle(s->args[0].memory, &in_h);
-    dnnl_memory_get_data_handle(s->args[1].memory, &out_h);
-    const float *in = in_h;
-    float *out = out_h;
-    const int64_t *d = s->dims; /* N*C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw */
-    const int64_t nc = d[0], h = d[1], w = d[2], oh = d[3], ow = d[4];
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < nc; p++) {
-        const float *x = in + p * h * w;
-        float *y = out + p * oh * ow;
-        for (int64_t i = 0; i < oh; i++) {
-            for (int64_t j = 0; j < ow; j++) {
-                float m = -INFINITY;
-                for (int64_t a = 0; a < d[5]; a++) {
-                    int64_t r = i * d[7] - d[9] + a * d[11];
-                    if (r < 0 || r >= h)
+    const int64_t h = d[1], w = d[2], oh = d[3], ow = d[4];
+    for (int64_t i = 0; i < oh; i++) {
+        for (int64_t j = 0; j < ow; j++) {
+            float m = -INFINITY;
+            for (int64_t a = 0; a < d[5]; a++) {
+                int64_t r = i * d[7] - d[9] + a * d[11];
+                if (r < 0 || r >= h)
+                    continue;
+                for (int64_t c = 0; c < d[6]; c++) {
+                    int64_t q = j * d[8] - d[10] + c * d[12];
+                    if (q < 0 || q >= w)
                         continue;
-                    for (int64_t c = 0; c < d[6]; c++) {
-                        int64_t q = j * d[8] - d[10] + c * d[12];
-                        if (q < 0 || q >= w)
-                            continue;
-                        float e = x[r * w + q];
-                        if (e > m || isnan(e))
-                            m = e;
-                    }
+                    float e = x[r * w + q];
+                    if (e > m || isnan(e))
+                        m = e;
                 }
-                y[i * ow + j] = m;
             }
+            y[i * ow + j] = m;
         }
     }
+}
+
+static void max_pool_dilated_kernel(const plan_step *s)
+{
+    run_planes(s, max_pool_dilated_plane);
 }
 
 static engine_status build_pool(builder *b, int v)
@@ -1071,32 +1077,27 @@ fail:
     return st;
 }
 
-/* PyTorch's adaptive average pooling over float32 NCHW: output cell i averages input rows
- * floor(i * H / OH) to ceil((i + 1) * H / OH) - 1, and the same for columns. */
-static void adaptive_avg_kernel(const plan_step *s)
+/* PyTorch's adaptive average pooling (dims: N*C, H, W, OH, OW): output cell i averages input
+ * rows floor(i * H / OH) to ceil((i + 1) * H / OH) - 1, and the same for columns. */
+static void adaptive_avg_plane(const float *x, float *y, const int64_t *d)
 {
-    void *in_h = NULL, *out_h = NULL;
-    dnnl_memory_get_data_handle(s->args[0].memory, &in_h);
-    dnnl_memory_get_data_handle(s->args[1].memory, &out_h);
-    const float *in = in_h;
-    float *out = out_h;
-    const int64_t nc = s->dims[0], h = s->dims[1], w = s->dims[2], oh = s->dims[3], ow = s->dims[4];
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < nc; p++) {
-        const float *x = in + p * h * w;
-        float *y = out + p * oh * ow;
-        for (int64_t i = 0; i < oh; i++) {
-            int64_t h0 = i * h / oh, h1 = ((i + 1) * h + oh - 1) / oh;
-            for (int64_t j = 0; j < ow; j++) {
-                int64_t w0 = j * w / ow, w1 = ((j + 1) * w + ow - 1) / ow;
-                float sum = 0;
-                for (int64_t r = h0; r < h1; r++)
-                    for (int64_t c = w0; c < w1; c++)
-                        sum += x[r * w + c];
-                y[i * ow + j] = sum / (float)((h1 - h0) * (w1 - w0));
-            }
+    const int64_t h = d[1], w = d[2], oh = d[3], ow = d[4];
+    for (int64_t i = 0; i < oh; i++) {
+        int64_t h0 = i * h / oh, h1 = ((i + 1) * h + oh - 1) / oh;
+        for (int64_t j = 0; j < ow; j++) {
+            int64_t w0 = j * w / ow, w1 = ((j + 1) * w + ow - 1) / ow;
+            float sum = 0;
+            for (int64_t r = h0; r < h1; r++)
+                for (int64_t c = w0; c < w1; c++)
+                    sum += x[r * w + c];
+            y[i * ow + j] = sum / (float)((h1 - h0) * (w1 - w0));
         }
     }
+}
+
+static void adaptive_avg_kernel(const plan_step *s)
+{
+    run_planes(s, adaptive_avg_plane);
 }
 
 static engine_status build_adaptive(builder *b, int v)
