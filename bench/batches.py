@@ -1,13 +1,15 @@
 """Milliseconds per batch for every batch size, before and after cost-based batch planning.
 
-    /usr/bin/python3 bench/batches.py [--model DIR] [--from 1] [--to 64] [--seconds 0.4]
-                                      [--before REV] [--build build] [--out bench/batches]
+    /usr/bin/python3 bench/batches.py [--model DIR] [--from 1] [--to 64] [--seconds 0.15]
+                                      [--rounds 3] [--before REV] [--build build]
+                                      [--out bench/batches]
 
 Runs `convserve-engine bench --sweep A-B` (this tree's engine) and, for comparison, the engine of
 git revision REV (default: the last revision that split batches into power-of-two buckets), built
 in a temporary worktree, measuring each batch size with `bench --batch N`. Both measure the same
 model folder (default: cnn_bn with the shipped random weights, the notebook's network) with the
-same threads, interleaved per batch size so that both see the same machine. Prints a table, checks
+same threads, interleaved per batch size so that both see the same machine; each figure is the
+median of ROUNDS processes (each with its own warm-up, as a server start has). Prints a table, checks
 that no batch size costs more than 5% above the next larger one (the engine's promise), and writes
 OUT.md and OUT.png (ms per batch against N, both engines).
 """
@@ -25,6 +27,7 @@ ROOT = os.path.dirname(HERE)
 # The engine before cost-based batch planning: main as it was when this benchmark was written.
 BEFORE_REV = "5b808c1"
 TOLERANCE = 0.05
+ROUNDS = 3  # processes per batch size and engine; the median is the figure
 
 
 def build_before(rev, where):
@@ -49,12 +52,21 @@ def time_one(engine, model, n, seconds, threads, sweep):
     return float(re.search(r"([0-9.]+) ms per batch", out).group(1))
 
 
+def time_median(engine, model, n, seconds, threads, sweep, rounds=ROUNDS):
+    """The median of `rounds` runs of time_one, each a process of its own: every process measures
+    its own warm-up and picks its own covers, so a choice that one disturbed warm-up spoiled and a
+    run that another program preempted count once, not as the figure."""
+    ts = sorted(time_one(engine, model, n, seconds, threads, sweep) for _ in range(rounds))
+    return ts[len(ts) // 2]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=os.path.join(ROOT, "config", "models", "cnn_bn"))
     p.add_argument("--from", dest="lo", type=int, default=1)
     p.add_argument("--to", dest="hi", type=int, default=64)
-    p.add_argument("--seconds", type=float, default=0.4)
+    p.add_argument("--seconds", type=float, default=0.15, help="per round")
+    p.add_argument("--rounds", type=int, default=ROUNDS)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--before", default=BEFORE_REV)
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -69,8 +81,8 @@ def main(argv=None):
         before = build_before(args.before, os.path.join(tmp, "tree"))
         rows = []
         for n in range(args.lo, args.hi + 1):
-            b = time_one(before, args.model, n, args.seconds, args.threads, sweep=False)
-            a = time_one(after, args.model, n, args.seconds, args.threads, sweep=True)
+            b = time_median(before, args.model, n, args.seconds, args.threads, False, args.rounds)
+            a = time_median(after, args.model, n, args.seconds, args.threads, True, args.rounds)
             rows.append((n, b, a))
             print(f"{n:3d}  before {b:8.3f} ms  after {a:8.3f} ms", flush=True)
     finally:

@@ -142,8 +142,9 @@ class Report:
         rows, tol = B["rows"], f"{B['tolerance']:.0%}"
         self.out += ["## 2. Time per batch for every batch size", "",
                      "![ms per batch against N](charts/batches.png)", "",
-                     f"{B['model']}, engine alone, {B['threads']} threads, {B['seconds']} s per "
-                     f"size; before: revision {B['before_rev'] or '(not available)'} (power-of-two "
+                     f"{B['model']}, engine alone, {B['threads']} threads; each figure the median of "
+                     f"{B.get('rounds', 1)} processes of {B['seconds']} s (each with its own "
+                     f"warm-up and covers); before: revision {B['before_rev'] or '(not available)'} (power-of-two "
                      "splits), after: this tree (the cheapest measured cover); bg up to "
                      f"{max(r['bg'] for r in rows)}%.", ""]
         per = 16 if len(rows) > 24 else len(rows)

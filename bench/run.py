@@ -294,7 +294,8 @@ def http_request(url, data=None, headers=None, method=None, timeout=60):
         return e.code, e.read()
 
 
-METRIC = re.compile(r'^(\w+)\{model="([^"]*)"\} (\S+)$')
+# A per-model series: {model="m"} or {model="m",version="v"}; versions are summed.
+METRIC = re.compile(r'^(\w+)\{model="([^"]*)"(?:,version="[^"]*")?\} (\S+)$')
 
 
 def scrape(url, model):
@@ -306,7 +307,7 @@ def scrape(url, model):
     for line in body.decode().splitlines():
         m = METRIC.match(line)
         if m and m.group(2) == model:
-            out[m.group(1)] = float(m.group(3))
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
     return out
 
 
@@ -724,30 +725,34 @@ class Bench:
     def section_batches(self):
         before = self.before_engine()
         model = os.path.join(self.models, "cnn_bn")
-        seconds = 0.2 if self.quick else 0.4
+        seconds = 0.1 if self.quick else 0.15
+        rounds = 1 if self.quick else batches.ROUNDS
         ns = QUICK_BATCHES if self.quick else range(1, 65)
         rows = []
         log(f"ms per batch for N in {ns[0]}..{ns[-1]} ({len(ns)} sizes), before and after")
         for n in ns:
             def one():
-                b = (batches.time_one(before, rel(model), n, seconds, self.cpus, sweep=False)
+                b = (batches.time_median(before, rel(model), n, seconds, self.cpus, False, rounds)
                      if before else None)
-                a = batches.time_one(self.engine, rel(model), n, seconds, self.cpus, sweep=True)
+                a = batches.time_median(self.engine, rel(model), n, seconds, self.cpus, True,
+                                        rounds)
                 return b, a
             (b, a), bg = self.measure(f"batch {n}", one)
             rows.append({"n": n, "before": b, "after": a, "bg": bg})
         if before:
             self.note(f"{rel(before)} bench {rel(model)} --batch N --seconds {seconds} --threads "
                       f"{self.cpus}   # N = {ns[0]}..{ns[-1]}; built from git revision "
-                      f"{batches.BEFORE_REV}")
+                      f"{batches.BEFORE_REV}; the median of {rounds} processes")
         self.note(f"{rel(self.engine)} bench {rel(model)} --sweep N-N --seconds {seconds} "
-                  f"--threads {self.cpus}   # interleaved with the line above")
+                  f"--threads {self.cpus}   # interleaved with the line above; the median of "
+                  f"{rounds} processes")
 
         def inversions(col):
             return [rows[i]["n"] for i in range(len(rows) - 1)
                     if rows[i][col] is not None and rows[i + 1][col] is not None
                     and rows[i][col] > rows[i + 1][col] * (1 + batches.TOLERANCE)]
         self.R["batches"] = {"model": "cnn_bn", "threads": self.cpus, "seconds": seconds,
+                             "rounds": rounds,
                              "before_rev": batches.BEFORE_REV if before else None, "rows": rows,
                              "bad_before": inversions("before") if before else None,
                              "bad_after": inversions("after"), "tolerance": batches.TOLERANCE}
@@ -769,7 +774,8 @@ class Bench:
             key = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
             p, url = self.start_convserve(key, self.models, flags, env)
             try:
-                m = p.wait_log(r"model cnn_bn loaded .*?(\d+) instances? of (\d+) threads?")
+                m = p.wait_log(r"model cnn_bn (?:version \S+ )?loaded .*?(\d+) instances? of "
+                               r"(\d+) threads?")
                 C["instances"], C["threads"] = int(m.group(1)), int(m.group(2))
                 shape_flags = ("--instances", "--infer-threads")
                 rest = [f for i, f in enumerate(flags) if f not in shape_flags

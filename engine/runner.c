@@ -23,11 +23,16 @@
 enum {
     RUNNER_MAX_PLANS = 64,   /* cached plans, whatever their size */
     RUNNER_MAX_BATCH = 4096, /* the largest bucket */
-    WARMUP_TIMED_RUNS = 2,   /* timed runs per bucket after the first */
+    WARMUP_MIN_RUNS = 3,     /* timed runs per bucket after the first, at least */
+    WARMUP_MAX_RUNS = 12,    /* and at most */
 };
 
 /* A warm-up run longer than this is run once only: big models at big batches take seconds. */
 #define WARMUP_SLOW_NS 50e6
+/* Timed warm-up runs of a bucket go on (up to WARMUP_MAX_RUNS) until they took this long in all:
+ * its cost is the fastest of them, and one run that another program preempted would otherwise
+ * make a bucket look dear for good (a bucket that covers are not made of is not run again). */
+#define WARMUP_TIMED_NS 20e6
 /* After a run, an arena larger than what the warm-up shapes need and than this is given back to
  * the system, so a burst of large inputs does not pin memory. */
 #define ARENA_KEEP_MIN ((size_t)64 << 20)
@@ -501,12 +506,19 @@ engine_status engine_runner_warmup(engine_runner *r, char *err, size_t errlen)
         /* The first run faults the arena in, so later runs are timed; but a slow first run (a
          * large network at a large batch) is timed as it is: the warm-up of every batch size
          * would otherwise take minutes, and the page faults are a small part of it. */
-        for (int k = 0; st == ENGINE_OK && k <= WARMUP_TIMED_RUNS; k++) {
+        double spent = 0;
+        for (int k = 0; st == ENGINE_OK && k <= WARMUP_MAX_RUNS; k++) {
+            double t0 = now_ns();
             st = plan_exec(r, p, zeros, r->pad_out, err, errlen);
             if (k == 0 && p->cost_ns > WARMUP_SLOW_NS)
                 break;
-            if (k == 0)
+            if (k == 0) {
                 p->cost_ns = 0;
+                continue;
+            }
+            spent += now_ns() - t0;
+            if (k >= WARMUP_MIN_RUNS && spent >= WARMUP_TIMED_NS)
+                break;
         }
         if (p->arena_bytes > r->arena_keep)
             r->arena_keep = p->arena_bytes;
