@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """run.py - convserve's benchmark, every figure side by side in one run (bench/run.sh calls it).
 
-    /usr/bin/python3 bench/run.py [--quick] [--only SECTIONS] [--configs NAMES] [--out FILE]
+    /usr/bin/python3 bench/run.py [--quick] [--only SECTIONS] [--configs 'NAME;NAME'] [--out FILE]
 
 The sections, in the order they run (--only picks some; the report then goes to
 BUILD/bench/results-partial.md, not bench/results.md):
@@ -72,6 +72,10 @@ SERVER_CONFIGS = [
     ("{cpus}x1, OMP passive", ["--instances", "{cpus}", "--infer-threads", "1"],
      {"OMP_WAIT_POLICY": "passive"}),
     ("default, no batching delay", ["--max-queue-delay-us", "0"], {}),
+    ("default, OMP passive, no batching delay", ["--max-queue-delay-us", "0"],
+     {"OMP_WAIT_POLICY": "passive"}),
+    ("{cpus}x1, no batching delay", ["--instances", "{cpus}", "--infer-threads", "1",
+                                     "--max-queue-delay-us", "0"], {}),
 ]
 CONNECTIONS = (1, 4, 16, 64, 128)
 INFER = "/v2/models/cnn_bn/infer"  # the batch-1 JSON loads' route, on convserve and the peer
@@ -763,7 +767,7 @@ class Bench:
         seen = {}
         cnn = os.path.join(self.models, "cnn_bn")
         body = os.path.join(self.bodies, "infer_b1.json")
-        wanted = self.args.configs.split(",") if self.args.configs else None
+        wanted = [c.strip() for c in self.args.configs.split(";")] if self.args.configs else None
         for name, flags, env in SERVER_CONFIGS:
             name = name.format(cpus=self.cpus)
             if wanted and name not in wanted:
@@ -923,7 +927,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short loads, one engine run each (~5 min)")
     p.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
-    p.add_argument("--configs", help="comma-separated server configuration names (default: all)")
+    p.add_argument("--configs", help="server configuration names separated by ';' (names hold "
+                   "commas; default: all)")
     p.add_argument("--build", default=env("BENCH_BUILD_DIR", "build"))
     p.add_argument("--seconds", type=int, default=None, help="each HTTP load (10; --quick 2)")
     p.add_argument("--engine-seconds", type=float, default=float(env("BENCH_ENGINE_SECONDS", "1")))
