@@ -27,7 +27,7 @@ enum {
     REPO_CONFIG_MAX = 64 * 1024,   /* bytes of a model's config.json */
     REPO_LOAD_ATTEMPTS = 3,        /* loads of one version whose files changed while it loaded */
     REPO_UNLOAD_MARGIN_MS = 1000,  /* an unload waits the queue timeout and this for the drain */
-    DEFAULT_CPUS_PER_INSTANCE = 2, /* measured: see README, "Instances and threads" */
+    DEFAULT_CPUS_PER_INSTANCE = 2, /* measured: see README, "Instances, threads and batching" */
 };
 
 #define REPO_NS_PER_MS INT64_C(1000000)

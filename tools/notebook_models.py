@@ -168,7 +168,7 @@ NOTEBOOK = [
                   weights=False,
                   export_kwargs={"labels": CIFAR10_LABELS, "max_batch_size": 64,
                                  "preprocess": IMAGENET_PREPROCESS,
-                                 "extra": {"dynamic_batching": {"max_queue_delay_us": 500}}}),
+                                 "extra": {"dynamic_batching": {"max_queue_delay_us": 0}}}),
 ]
 
 

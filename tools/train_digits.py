@@ -365,7 +365,7 @@ digit light (16) on a dark background (0). Split 80/20, stratified by class, wit
 
 ## Serving
 
-`model.json` sets `"max_batch_size": 64`, `"dynamic_batching": {{"max_queue_delay_us": 500}}` and
+`model.json` sets `"max_batch_size": 64`, `"dynamic_batching": {{"max_queue_delay_us": 0}}` and
 
 ```json
 "preprocess": {preprocess}
@@ -458,7 +458,7 @@ def main(argv=None):
     preprocess = preprocess_block(mean, std)
     result = export(model, args.out, "digits", [1, 8, 8], labels=LABELS, max_batch_size=64,
                     preprocess=preprocess,
-                    extra={"dynamic_batching": {"max_queue_delay_us": 500}})
+                    extra={"dynamic_batching": {"max_queue_delay_us": 0}})
     weights_size = os.path.getsize(os.path.join(args.out, "model.safetensors"))
     n_params = sum(p.numel() for p in model.parameters())
     with open(os.path.join(args.out, "README.md"), "w") as f:

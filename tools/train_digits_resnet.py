@@ -180,7 +180,7 @@ def main(argv=None):
 
     preprocess = preprocess_block(data.mean, data.std)
     result = export(model, args.out, NAME, [1, 8, 8], labels=LABELS, max_batch_size=64,
-                    preprocess=preprocess, extra={"dynamic_batching": {"max_queue_delay_us": 500}})
+                    preprocess=preprocess, extra={"dynamic_batching": {"max_queue_delay_us": 0}})
     expected = {}
     if args.examples:
         expected = write_expected(model, data.mean, data.std, args.examples)
