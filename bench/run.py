@@ -64,18 +64,17 @@ PY = "/usr/bin/python3"  # Debian's python3-torch lives only here
 # (name, flags, environment); "{cpus}" is the machine's CPU count. A configuration that resolves
 # to the same workers, threads, flags and environment as an earlier one (the server logs what it
 # chose) is reported as such and not measured twice: on 2 CPUs the default is 1x2.
+# "default" is convserve as tools/serve.sh, the image and the manifests run it: the shipped
+# models' batching (no delay) and OMP_WAIT_POLICY=passive. The others change one thing each.
+PASSIVE = {"OMP_WAIT_POLICY": "passive"}
 SERVER_CONFIGS = [
-    ("default", [], {}),
-    ("1x{cpus}", ["--instances", "1", "--infer-threads", "{cpus}"], {}),
-    ("{cpus}x1", ["--instances", "{cpus}", "--infer-threads", "1"], {}),
-    ("default, OMP passive", [], {"OMP_WAIT_POLICY": "passive"}),
-    ("{cpus}x1, OMP passive", ["--instances", "{cpus}", "--infer-threads", "1"],
-     {"OMP_WAIT_POLICY": "passive"}),
-    ("default, no batching delay", ["--max-queue-delay-us", "0"], {}),
-    ("default, OMP passive, no batching delay", ["--max-queue-delay-us", "0"],
-     {"OMP_WAIT_POLICY": "passive"}),
-    ("{cpus}x1, no batching delay", ["--instances", "{cpus}", "--infer-threads", "1",
-                                     "--max-queue-delay-us", "0"], {}),
+    ("default", [], PASSIVE),
+    ("1x{cpus}", ["--instances", "1", "--infer-threads", "{cpus}"], PASSIVE),
+    ("{cpus}x1", ["--instances", "{cpus}", "--infer-threads", "1"], PASSIVE),
+    ("default, libgomp's own wait policy", [], {"OMP_WAIT_POLICY": None}),
+    ("default, 500 us batching delay", ["--max-queue-delay-us", "500"], PASSIVE),
+    ("{cpus}x1, libgomp's own wait policy", ["--instances", "{cpus}", "--infer-threads", "1"],
+     {"OMP_WAIT_POLICY": None}),
 ]
 CONNECTIONS = (1, 4, 16, 64, 128)
 INFER = "/v2/models/cnn_bn/infer"  # the batch-1 JSON loads' route, on convserve and the peer
@@ -117,9 +116,21 @@ def rel(path):
     return path
 
 
+def environment(env):
+    """This process's environment with `env` applied: a value of None removes the variable."""
+    out = dict(os.environ)
+    for k, v in (env or {}).items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
 def shell_line(cmd, env=None):
     """The command as one would type it, with its environment settings first."""
-    pre = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+    pre = " ".join(f"{k}={v}" if v is not None else f"-u {k}" for k, v in (env or {}).items())
+    pre = ("env " + pre) if any(v is None for v in (env or {}).values()) else pre
     return (pre + " " if pre else "") + " ".join(str(c) for c in cmd)
 
 
@@ -219,7 +230,7 @@ class Proc:
         self.name, self.cmd, self.log_path = name, cmd, log_path
         self.log = open(log_path, "w")
         self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                  env=dict(os.environ, **env), start_new_session=True)
+                                  env=environment(env), start_new_session=True)
         bench.procs.append(self)
 
     @property
@@ -407,7 +418,7 @@ class Bench:
         if note:
             self.note(shell_line([rel(c) for c in cmd], env))
         r = subprocess.run([str(c) for c in cmd], cwd=ROOT, capture_output=True, text=True,
-                           env=dict(os.environ, **(env or {})))
+                           env=environment(env))
         if check and r.returncode != 0:
             self.failures += 1
             path = os.path.join(self.logs, f"failed-{self.failures}.txt")
@@ -466,7 +477,7 @@ class Bench:
             for _ in range(procs):
                 ps.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                                            stderr=subprocess.PIPE, text=True,
-                                           env=dict(os.environ, **env)))
+                                           env=environment(env)))
             outs = [p.communicate() for p in ps]
         finally:  # interrupted: the others stop too
             for p in ps:
