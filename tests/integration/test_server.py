@@ -1786,6 +1786,25 @@ def main():
         srv.stop()
         run.check("main server: log has no errors or sanitizer reports", check_log, srv.text())
 
+        # Several instances of each model (issue 11): answers right and never crossed when three
+        # workers of one model run batches at once.
+        inst = Server(binary, models, workdir, "instances",
+                      ["--instances", "3", "--infer-threads", "1"])
+        servers.append(inst)
+        port = run.check("instances server (--instances 3 --infer-threads 1) starts",
+                         inst.wait_ready)
+        if port is not None:
+            si = Suite(run, port, models, expected)
+            run.check("instances: every model has 3 workers of 1 thread", lambda: expect(
+                inst.text().count("3 instances of 1 thread") == len(LOADED.split(", ")),
+                "log: %s" % [ln for ln in inst.text().splitlines() if " loaded " in ln][:2]))
+            run.check("instances: 32 threads x 10 rounds, no cross-talk", si.concurrency)
+            run.check("instances: requests of 1-7 samples, split at max_batch_size",
+                      si.concurrency_multi_sample)
+        inst.stop()
+        run.check("instances server: log has no errors or sanitizer reports", check_log,
+                  inst.text())
+
         lim = Server(binary, models, workdir, "limits", LIMITS_ARGS)
         servers.append(lim)
         lport = run.check("limits server (%s) starts" % " ".join(LIMITS_ARGS), lim.wait_ready)
