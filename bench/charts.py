@@ -53,6 +53,18 @@ def _subtitle(R):
     return s
 
 
+def _grouped_barh(ax, rows, bars):
+    """Horizontal bars, one group per row (label, record) from top to bottom, one bar per
+    (value of a record, colour, legend label) in `bars`."""
+    h = 0.27
+    for k, (value, color, name) in enumerate(bars):
+        ax.barh([i + (k - 1) * h for i in range(len(rows))], [value(r) for _, r in rows], h,
+                color=color, label=name)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([n for n, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+
+
 def _legend_below(ax, ncol=2):
     ax.legend(frameon=False, fontsize=7, ncol=ncol, loc="upper center",
               bbox_to_anchor=(0.5, -0.16))
@@ -199,16 +211,9 @@ def decode_chart(R, folder, paths):
     rows = [(f"{r['image']} JPEG to {r['side']}x{r['side']}", r) for r in D["jpeg"]]
     rows += [(f"{r['image']} PNG to {r['side']}x{r['side']}", r) for r in D["png"]]
     fig, ax = _figure(h=0.5 * len(rows) + 1.9)
-    h = 0.27
-    for k, (key, name, color) in enumerate((("stb", "stb_image full decode", THEIRS),
-                                            ("convserve", "convserve (turbo scaled / libspng)",
-                                             OURS),
-                                            ("pil", "PIL (draft) + resize", OTHER))):
-        ax.barh([i + (k - 1) * h for i in range(len(rows))], [r[key] for _, r in rows], h,
-                color=color, label=name)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([n for n, _ in rows], fontsize=8)
-    ax.invert_yaxis()
+    _grouped_barh(ax, rows, [(lambda r: r["stb"], THEIRS, "stb_image full decode"),
+                             (lambda r: r["convserve"], OURS, "convserve (turbo scaled / libspng)"),
+                             (lambda r: r["pil"], OTHER, "PIL (draft) + resize")])
     ax.set_xlabel("ms per image to the model input (lower is better)")
     ax.set_title(f"Photo decoding\n{_subtitle(R)}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
@@ -223,19 +228,14 @@ def health_chart(R, folder, paths):
     rows = [("no load", H["idle"])] + [(f"{L['short']},\n{L['conns']} clients", L["probe"])
                                        for L in H["loads"]]
     fig, ax = _figure(h=0.6 * len(rows) + 2.0)
-    h = 0.27
-    for k, (key, color) in enumerate((("p50", OURS), ("p99", OTHER), ("max", "#c0392b"))):
-        ax.barh([i + (k - 1) * h for i in range(len(rows))], [r.get(key) or 0 for _, r in rows],
-                h, color=color, label=key)
+    _grouped_barh(ax, rows, [(lambda r, k=k: r.get(k) or 0, c, k)
+                             for k, c in (("p50", OURS), ("p99", OTHER), ("max", "#c0392b"))])
     ax.axvline(KUBELET_TIMEOUT_MS, color="#c0392b", lw=1, ls="--")
     ax.text(KUBELET_TIMEOUT_MS * 0.95, -0.45, "kubelet's timeout, 1 s", fontsize=7,
             color="#c0392b", ha="right")
     low = min((r.get(k) for _, r in rows for k in ("p50", "p99", "max") if r.get(k)), default=1)
     ax.set_xlim(min(0.1, low / 2), 3 * KUBELET_TIMEOUT_MS)
     ax.set_xscale("log")
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([n for n, _ in rows], fontsize=8)
-    ax.invert_yaxis()
     ax.set_xlabel("GET /v2/health/live latency, ms (log scale)")
     ax.set_title(f"Health probes under image uploads\n{_subtitle(R)}", fontsize=9)
     ax.grid(axis="x", alpha=0.3, which="both")
