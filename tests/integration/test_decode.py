@@ -37,7 +37,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -98,33 +97,6 @@ def make_images():
     return jpegs, pngs
 
 
-# ---- the probe process -------------------------------------------------------------------------
-
-PROBE = r"""
-import json, socket, sys, time
-port, period, routes = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
-i = 0
-while True:
-    path = routes[i % len(routes)]
-    i += 1
-    t0 = time.monotonic()
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
-        buf = b""
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            buf += c
-        s.close()
-        ok = buf.startswith(b"HTTP/1.1 200") and len(buf.split(b"\r\n\r\n", 1)[-1]) > 0
-    except OSError as e:
-        ok, buf = False, str(e).encode()
-    print(json.dumps([path, (time.monotonic() - t0) * 1e3, ok, buf[:100].decode("latin-1")]),
-          flush=True)
-    time.sleep(period)
-"""
 
 
 class Probes:
@@ -138,23 +110,18 @@ class Probes:
         self.bad = []
 
     def __enter__(self):
-        self.procs = [subprocess.Popen([sys.executable, "-c", PROBE, str(self.port),
-                                        str(PROBE_PERIOD), r],
-                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-                      for r in PROBE_ROUTES]
+        self.procs = [ts.start_probe(self.port, PROBE_PERIOD, r) for r in PROBE_ROUTES]
         time.sleep(0.2)  # a few probes before the load starts
         return self
 
     def __exit__(self, *exc):
         for proc in self.procs:
             proc.terminate()
-        for proc in self.procs:
-            out, _ = proc.communicate(timeout=10)
-            for line in out.decode().splitlines():
-                path, ms, ok, text = json.loads(line)
+        for path, proc in zip(PROBE_ROUTES, self.procs):
+            for ms, status, text in ts.probe_results(proc):
                 self.ms[path].append(ms)
-                if not ok:
-                    self.bad.append("%s: %s" % (path, text))
+                if status != 200 or not text:
+                    self.bad.append("%s: %d %s" % (path, status, text[:100]))
 
     def figures(self):
         """{route: (n, p50, p99, max)} in ms."""

@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import shutil
 import socket
 import sys
@@ -75,29 +74,6 @@ def rss_mib(pid):
     return 0.0
 
 
-PROBE = r"""
-import json, socket, sys, time
-port, period = int(sys.argv[1]), float(sys.argv[2])
-out = []
-while True:
-    t0 = time.monotonic()
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        buf = b""
-        while True:
-            c = s.recv(4096)
-            if not c:
-                break
-            buf += c
-        s.close()
-        ok = buf.startswith(b"HTTP/1.1 200") and buf.endswith(b'{"live":true}')
-    except OSError as e:
-        ok, buf = False, str(e).encode()
-    out.append(((time.monotonic() - t0) * 1e3, ok, buf[:120].decode("latin-1")))
-    print(json.dumps(out[-1]), flush=True)
-    time.sleep(period)
-"""
 
 
 class Watch:
@@ -117,8 +93,7 @@ class Watch:
             time.sleep(0.02)
 
     def __enter__(self):
-        self.prober = subprocess.Popen([sys.executable, "-c", PROBE, str(self.port), "0.025"],
-                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.prober = ts.start_probe(self.port, 0.025, "/v2/health/live")
         self.sampler = threading.Thread(target=self._sample)
         self.sampler.start()
         time.sleep(0.1)  # a probe or two before the load starts
@@ -127,13 +102,10 @@ class Watch:
     def __exit__(self, *exc):
         self.stop.set()
         self.sampler.join(10)
-        self.prober.terminate()
-        out, _ = self.prober.communicate(timeout=10)
-        for line in out.decode().splitlines():
-            ms, ok, text = json.loads(line)
+        for ms, status, text in ts.probe_results(self.prober):
             self.health_ms.append(ms)
-            if not ok:
-                self.health_bad.append(text)
+            if status != 200 or not text.endswith('{"live":true}'):
+                self.health_bad.append("%d %s" % (status, text[:120]))
 
 
 def send_headers_then_body(port, head, body_len, chunk=1 << 20, timeout=30):

@@ -1408,6 +1408,47 @@ def limits_checks(run, port, expected):
 NOT_READY = {"error": "the server is not ready"}
 
 
+# A probe process: GETs one path on a new connection every `period` seconds (as a kubelet does)
+# and prints one JSON line per probe: [ms, status (-1 when the connection failed), body or error].
+# A process of its own, so that load threads in the test's process cannot delay it.
+PROBE_SCRIPT = r"""
+import json, socket, sys, time
+port, period, path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+while True:
+    t0 = time.monotonic()
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
+        buf = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            buf += c
+        s.close()
+        head, _, body = buf.partition(b"\r\n\r\n")
+        status = int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else 0
+        text = body[:200].decode("latin-1")
+    except (OSError, ValueError, IndexError) as e:
+        status, text = -1, str(e)
+    print(json.dumps([(time.monotonic() - t0) * 1e3, status, text]), flush=True)
+    time.sleep(period)
+"""
+
+
+def start_probe(port, period, path):
+    """Starts a probe process (PROBE_SCRIPT) on path; read it with probe_results."""
+    return subprocess.Popen([sys.executable, "-c", PROBE_SCRIPT, str(port), str(period), path],
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def probe_results(proc):
+    """Stops a probe process and returns its probes as (ms, status, body or error)."""
+    proc.terminate()
+    out, _ = proc.communicate(timeout=10)
+    return [tuple(json.loads(line)) for line in out.decode().splitlines()]
+
+
 def harness_crashed(run):
     """Counts a crash of the test harness itself as a failure and prints where; the summary
     still follows."""
