@@ -1264,7 +1264,10 @@ fail:
 
 /* [N,C,H,W] * [N,C,1,1]: a broadcasting binary mul. oneDNN 2.6 has a JIT kernel for it when the
  * small operand has the big one's layout and that layout is plain, channels-last or blocked by the
- * ISA's vector width; otherwise the big operand goes to channels-last first. */
+ * ISA's vector width; otherwise the big operand goes to channels-last first. So does a single
+ * channel in a blocked layout: oneDNN 2.6's AVX2 kernel multiplies [N,1,H,W] in aBcd8b by
+ * [N,1,1,1] wrongly (errors near 1.5, found by live_check), and channels-last of one channel is
+ * plain memory. */
 static engine_status build_mul(builder *b, int v)
 {
     const node *nd = &b->m->nodes[v];
@@ -1288,7 +1291,9 @@ static engine_status build_mul(builder *b, int v)
     if (!md_like(&b->t[big].md, sd, b->t[big].md.data_type, &smd))
         CK(md_init(&smd, 4, sd, b->t[big].md.data_type, dnnl_abcd));
     TRY(binary_pd(b, dnnl_binary_mul, &b->t[big].md, &smd, po, &pd));
-    if (is_reference(pd)) {
+    bool one_blocked = small->d[1] == 1 && b->t[big].md.format_kind == dnnl_blocked &&
+                       b->t[big].md.format_desc.blocking.inner_nblks > 0;
+    if (one_blocked || is_reference(pd)) {
         dnnl_primitive_desc_destroy(pd);
         pd = NULL;
         dnnl_memory_desc_t nhwc;

@@ -437,6 +437,14 @@ static const layer_case CASES[] = {
      "{'op':'Conv2d','name':'fc','in_channels':6,'out_channels':6,'kernel_size':1},"
      "{'op':'Sigmoid','id':'g'},{'op':'Mul','inputs':['x','g']},{'op':'ReLU'}]",
      3.0, false},
+    /* One channel in a blocked layout: oneDNN 2.6's AVX2 broadcasting mul gets [N,1,H,W] in
+     * aBcd8b times [N,1,1,1] wrong (found by live_check), so it runs channels-last. */
+    {"se_mul_one_channel", "[1,12,9]",
+     "[{'op':'Conv2d','name':'c','in_channels':1,'out_channels':1,'kernel_size':3,'padding':1,"
+     "'id':'x'},{'op':'AdaptiveAvgPool2d','output_size':1},"
+     "{'op':'Conv2d','name':'fc','in_channels':1,'out_channels':1,'kernel_size':1},"
+     "{'op':'Hardsigmoid','id':'g'},{'op':'Mul','inputs':['g','x']}]",
+     3.0, false},
     {"add_same_tensor_twice", "[6,4,4]",
      "[{'op':'Sigmoid','id':'s'},{'op':'Add','inputs':['s','s']}]", 0, false},
     {"add_linear_branches", "[12]",
