@@ -14,10 +14,11 @@
             torch MODEL batch N: R img/s, M ms per batch
 
     bench_torch.py bodies MODEL_DIR OUT_DIR
-        Writes the request bodies wrk posts (one random input, seed 1): infer_b1.json (batch-1 KServe
-        v2 JSON), infer_b64.bin + infer_b64.hdrlen (batch-64 Triton binary tensor extension: JSON
-        header then raw little-endian float32, binary outputs), and expected_b1.json (PyTorch's
-        logits for the batch-1 input, to check every server answers the same).
+        Writes the request bodies wrk posts (random inputs, seed 1): infer_b1.json (batch-1 KServe
+        v2 JSON), infer_b1.bin and infer_b64.bin with their .hdrlen (the same batch-1 input, and a
+        batch of 64, in Triton's binary tensor extension: JSON header then raw little-endian
+        float32, binary outputs), and expected_b1.json (PyTorch's logits for the batch-1 input, to
+        check every server answers the same).
 
     bench_torch.py check URL MODEL EXPECTED_JSON BODY
         POSTs BODY to URL/v2/models/MODEL/infer once and checks the logits match EXPECTED_JSON
@@ -115,16 +116,17 @@ def bodies(folder, out_dir):
                         "data": [float(v) for v in x1.ravel()]}]}
     with open(os.path.join(out_dir, "infer_b1.json"), "w") as f:
         json.dump(body, f, separators=(",", ":"))
-    raw = x64.astype("<f4").tobytes()
-    header = json.dumps({"inputs": [{"name": name, "shape": [64] + shape, "datatype": "FP32",
-                                     "parameters": {"binary_data_size": len(raw)}}],
-                         "outputs": [{"name": doc["output"]["name"],
-                                      "parameters": {"binary_data": True}}]},
-                        separators=(",", ":")).encode()
-    with open(os.path.join(out_dir, "infer_b64.bin"), "wb") as f:
-        f.write(header + raw)
-    with open(os.path.join(out_dir, "infer_b64.hdrlen"), "w") as f:
-        f.write(str(len(header)))
+    for n, x in ((1, x1), (64, x64)):
+        raw = x.astype("<f4").tobytes()
+        header = json.dumps({"inputs": [{"name": name, "shape": [n] + shape, "datatype": "FP32",
+                                         "parameters": {"binary_data_size": len(raw)}}],
+                             "outputs": [{"name": doc["output"]["name"],
+                                          "parameters": {"binary_data": True}}]},
+                            separators=(",", ":")).encode()
+        with open(os.path.join(out_dir, f"infer_b{n}.bin"), "wb") as f:
+            f.write(header + raw)
+        with open(os.path.join(out_dir, f"infer_b{n}.hdrlen"), "w") as f:
+            f.write(str(len(header)))
     model = load_model(folder).eval()
     with torch.no_grad():
         y = model(torch.from_numpy(x1))

@@ -217,13 +217,24 @@ class Report:
                      f"same threads (target: at most {ONE_CLIENT_SLACK_MS} ms more).", ""]
         self.out += table(["configuration", "p50 ms", "engine batch 1 ms", "difference ms", "met"],
                           ["---", "---:", "---:", "---:", "---"], rows)
+        b1, d = S.get("b1"), next((C for C in measured if C["name"] == "default"), None)
+        if b1 and b1["p50"] is not None and d:
+            self.out += [f"The same input from one client in the binary tensor extension (no JSON "
+                         f"to parse), default configuration: p50 {b1['p50']:.2f} ms against "
+                         f"{d['loads']['1']['p50']:.2f} ms as JSON; the engine's batch-1 time "
+                         f"{d['engine']['1']['ms']:.3f} ms, the server's inference per batch "
+                         f"{fmt(b1['inference_ms'], 2)} ms (JSON: "
+                         f"{fmt(d['loads']['1']['inference_ms'], 2)} ms).", ""]
         if "b64" in S:
             e64 = next((r for r in self.R.get("engine", {}).get("rows", [])
                         if (r["model"], r["prec"], r["batch"]) == ("cnn_bn", "f32", 64)), None)
             rows = []
             for label, L, conns, per in (
+                    ("cnn_bn batch 1, binary tensor extension", S.get("b1"), 1, 1),
                     ("cnn_bn batch 64, binary tensor extension", S["b64"], S["b64_conns"], 64),
                     ("PNG, PUT /predictions/digits (examples/3.png)", S["img"], S["img_conns"], 1)):
+                if L is None:  # a run from before the batch-1 binary load
+                    continue
                 rows.append([label, conns, fmt(L["rps"]), fmt(L["rps"] * per), fmt(L["p50"], 2),
                              fmt(L["p99"], 2), fmt(L["batch"]), fmt(L["inference_ms"], 2),
                              fmt(L["cpu_ms"], 2), errs(L), f"{L['bg']}%"])

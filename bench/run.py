@@ -812,10 +812,12 @@ class Bench:
                     C["loads"][str(c)] = self.load(f"{name}, batch-1 JSON", p, url, INFER, c,
                                                    body, model="cnn_bn")
                 if default:
-                    hdr = int(open(os.path.join(self.bodies, "infer_b64.hdrlen")).read())
-                    S["b64"] = self.load("batch 64 binary", p, url, INFER, B64_CONNECTIONS,
-                                         os.path.join(self.bodies, "infer_b64.bin"), model="cnn_bn",
-                                         ctype="application/octet-stream", hdrlen=hdr)
+                    for key, n, conns in (("b1", 1, 1), ("b64", 64, B64_CONNECTIONS)):
+                        hdr = int(open(os.path.join(self.bodies, f"infer_b{n}.hdrlen")).read())
+                        S[key] = self.load(f"batch {n} binary", p, url, INFER, conns,
+                                           os.path.join(self.bodies, f"infer_b{n}.bin"),
+                                           model="cnn_bn", ctype="application/octet-stream",
+                                           hdrlen=hdr)
                     S["img"] = self.load("PNG images", p, url, "/predictions/digits",
                                          IMG_CONNECTIONS, os.path.join(ROOT, "examples/3.png"),
                                          model="digits", method="PUT", ctype="image/png")
