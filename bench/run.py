@@ -16,7 +16,7 @@ BUILD/bench/results-partial.md, not bench/results.md):
            SERVER_CONFIGS: req/s, p50/p99, the mean executed batch (/metrics), and the engine
            alone at that batch with the server's workers and threads (concurrent
            `convserve-engine bench` processes, summed); one client against the engine's batch-1
-           time; batch-64 binary and PNG loads; RSS and idle CPU.
+           time; one client in binary tensors, batch-64 binary and PNG loads; RSS and idle CPU.
   peers    bench/peer_fastapi.py (FastAPI + uvicorn + PyTorch) under the same load, "tuned"
            (BENCH_PEER_WORKERS x BENCH_PEER_THREADS) and "plain" (1 worker, torch on every CPU).
   decode   bench/decode.py: 3 MP and 12 MP JPEGs, stb_image full vs libjpeg-turbo scaled vs PIL.
