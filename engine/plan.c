@@ -472,13 +472,18 @@ static engine_status unfused_posts(builder *b, const node *nd, int dst)
     return posts_from(b, nd, fused_posts(b, nd), dst);
 }
 
+/* Whether layout md has inner blocks (aBcd8b, aBcd16b, ...), not plain or channels-last. */
+static bool channel_blocked(const dnnl_memory_desc_t *md)
+{
+    return md->format_kind == dnnl_blocked && md->format_desc.blocking.inner_nblks > 0;
+}
+
 /* Whether a binary op over tensors of layout md may carry eltwise post-ops. oneDNN 2.6's binary
  * kernel gives wrong results with them on AVX2 when the channels are blocked and do not fill the
  * last block (aBcd8b with C = 6, found by live_check), so such a layout runs them after it. */
 static bool binary_takes_posts(const dnnl_memory_desc_t *md)
 {
-    return md->format_kind != dnnl_blocked || md->format_desc.blocking.inner_nblks == 0 ||
-           md->ndims < 2 || md->padded_dims[1] == md->dims[1];
+    return !channel_blocked(md) || md->ndims < 2 || md->padded_dims[1] == md->dims[1];
 }
 
 /* The post-ops of node v: its fused residual sum, then its activations. NULL when it has none. */
@@ -1290,10 +1295,9 @@ static engine_status build_mul(builder *b, int v)
     int64_t sd[4] = {small->d[0], small->d[1], 1, 1};
     if (!md_like(&b->t[big].md, sd, b->t[big].md.data_type, &smd))
         CK(md_init(&smd, 4, sd, b->t[big].md.data_type, dnnl_abcd));
-    TRY(binary_pd(b, dnnl_binary_mul, &b->t[big].md, &smd, po, &pd));
-    bool one_blocked = small->d[1] == 1 && b->t[big].md.format_kind == dnnl_blocked &&
-                       b->t[big].md.format_desc.blocking.inner_nblks > 0;
-    if (one_blocked || is_reference(pd)) {
+    if (!(small->d[1] == 1 && channel_blocked(&b->t[big].md)))
+        TRY(binary_pd(b, dnnl_binary_mul, &b->t[big].md, &smd, po, &pd));
+    if (!pd || is_reference(pd)) {
         dnnl_primitive_desc_destroy(pd);
         pd = NULL;
         dnnl_memory_desc_t nhwc;
