@@ -1508,15 +1508,8 @@ def stop_under_load(srv, port, path, body, check, loops=8, warm=8, warm_timeout=
             termed.wait(60)
             time.sleep(0.1)
             sock.sendall(body[len(body) // 2:])
-            buf = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-            hd, _, b = buf.partition(b"\r\n\r\n")
-            st = int(hd.split()[1]) if hd.startswith(b"HTTP/") else -1
-        except OSError as e:
+            st, _, b, _ = read_answer(sock, "POST")
+        except (OSError, AssertionError, ValueError, IndexError) as e:  # no answer: checked below
             st, b = -1, str(e).encode()
         finally:
             sock.close()
